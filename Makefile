@@ -1,0 +1,44 @@
+# Everything a developer or CI needs, installed by the project itself.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install fmt lint typecheck test bench schemas demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the pinned dependencies
+
+fmt: $(STAMP) ## format and fix imports
+	$(VENV)/bin/ruff format service tests
+	$(VENV)/bin/ruff check --fix service tests
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check service tests
+	$(VENV)/bin/ruff format --check service tests
+
+typecheck: $(STAMP) ## mypy --strict
+	$(VENV)/bin/mypy
+
+test: $(STAMP) ## the whole test suite (what CI runs)
+	$(PY) -m pytest
+
+schemas: $(STAMP) ## regenerate schemas/ from the models
+	$(VENV)/bin/reciprocity schemas --out schemas
+
+bench: $(STAMP) ## benchmarks (not part of the tests)
+	$(PY) -m bench
+
+demo: $(STAMP) ## synthetic traffic through the detectors, alerts on stdout
+	$(VENV)/bin/reciprocity generate --seed 7 | $(VENV)/bin/reciprocity replay -
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

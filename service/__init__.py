@@ -1,0 +1,1 @@
+"""Reciprocity: social-spam detection over follow, retweet, reply and mention streams."""

@@ -1,0 +1,189 @@
+"""`reciprocity`: the one command line of the service."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+import orjson
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from service.decoding import EventDecoder, Rejection
+from service.replay import Replayer
+from service.settings import Settings
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit naming every bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            path = "__".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"  RECIPROCITY_{path}: {error['msg']}")
+        raise click.ClickException("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+@click.group()
+@click.version_option(package_name="reciprocity")
+def main() -> None:
+    """Reciprocity: social-spam detection over follow, retweet, reply and mention streams."""
+
+
+@main.command()
+@click.argument("source", default="-", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--profile", "profile_ids", multiple=True, metavar="USER_ID",
+              help="Print this account's reciprocity profile at the end (repeatable).")
+@click.option("--quiet", is_flag=True, help="No summary on stderr.")
+def replay(source: str, profile_ids: tuple[str, ...], quiet: bool) -> None:
+    """Run the detectors over a JSON Lines file (or - for stdin), no Kafka.
+
+    Alerts go to stdout as JSON Lines; rejected lines, a per-rule summary and any requested
+    profiles go to stderr.
+    """
+    settings = load_settings()
+    err = Console(stderr=True)
+    decoder = EventDecoder(settings.input, wall_clock_ms)
+    replayer = Replayer(settings.detection, wall_clock_ms)
+    rejected: dict[str, int] = {}
+    out = sys.stdout.buffer
+    started = time.perf_counter()
+    lines = 0
+    with _open_source(source) as stream:
+        for number, line in _numbered_lines(stream, err, source):
+            lines += 1
+            decoded = decoder.decode(line)
+            if isinstance(decoded, Rejection):
+                rejected[decoded.code] = rejected.get(decoded.code, 0) + 1
+                err.print(f"line {number}: {decoded.code}: {decoded.message}",
+                          markup=False, highlight=False)
+                continue
+            for alert in replayer.submit(decoded):
+                out.write(orjson.dumps(alert.model_dump(mode="json")) + b"\n")
+    for alert in replayer.flush():
+        out.write(orjson.dumps(alert.model_dump(mode="json")) + b"\n")
+    out.flush()
+    elapsed = time.perf_counter() - started
+    if not quiet:
+        _print_summary(err, replayer, rejected, lines, elapsed)
+    for account_id in profile_ids:
+        err.print_json(orjson.dumps(replayer.profile(account_id)).decode())
+
+
+class _open_source:
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> BinaryIO:
+        if self._source == "-":
+            return sys.stdin.buffer
+        self._file = open(self._source, "rb")  # noqa: SIM115 - closed in __exit__
+        return self._file
+
+    def __exit__(self, *_: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _numbered_lines(stream: BinaryIO, err: Console, source: str) -> Iterator[tuple[int, bytes]]:
+    if not err.is_terminal:
+        for number, line in enumerate(stream, 1):
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                yield number, line
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
+
+    total = os.path.getsize(source) if source != "-" else None
+    columns = (TextColumn("replay"), BarColumn(), TextColumn("{task.completed:,.0f} B"),
+               TransferSpeedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("replay", total=total)
+        for number, line in enumerate(stream, 1):
+            if number % 2048 == 0:
+                progress.update(task, advance=0, completed=stream.tell() if total else None)
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                yield number, line
+
+
+def _print_summary(
+    err: Console, replayer: Replayer, rejected: dict[str, int], lines: int, elapsed: float
+) -> None:
+    stats = replayer.stats
+    processed = sum(stats.events_by_type.values())
+    rate = lines / elapsed if elapsed > 0 else 0.0
+    err.print(
+        f"{lines:,} lines in {elapsed:.2f} s ({rate:,.0f} lines/s): {processed:,} events counted, "
+        f"{stats.outcomes.get('duplicate', 0):,} duplicates, {stats.outcomes.get('late', 0):,} "
+        f"late, {sum(rejected.values()):,} rejected; {stats.suppressed:,} repeat alerts "
+        "suppressed inside open episodes.",
+        highlight=False,
+    )
+    table = Table(title="alerts by rule", title_justify="left")
+    table.add_column("rule")
+    for severity in ("low", "medium", "high"):
+        table.add_column(severity, justify="right")
+    rules = ("unsolicited_retweet_request", "follower_spike", "follow_churn",
+             "duplicate_reply_spam")
+    for rule in rules:
+        table.add_row(rule, *(str(stats.alerts.get((rule, s), 0)) for s in ("low", "medium", "high")))
+    err.print(table)
+    if rejected:
+        codes = Table(title="rejected lines by code", title_justify="left")
+        codes.add_column("code")
+        codes.add_column("lines", justify="right")
+        for code, count in sorted(rejected.items()):
+            codes.add_row(code, str(count))
+        err.print(codes)
+
+
+@main.command()
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--users", type=int, default=2000, show_default=True)
+@click.option("--hours", type=float, default=24.0, show_default=True)
+@click.option("--organic-events", type=int, default=40_000, show_default=True)
+@click.option("--output", "-o", default="-", type=click.Path(allow_dash=True, dir_okay=False),
+              help="Events as JSON Lines (default stdout).")
+@click.option("--expected", type=click.Path(dir_okay=False), default=None,
+              help="Expected alerts as JSON Lines (default: OUTPUT.expected.jsonl for a file).")
+def generate(seed: int, users: int, hours: float, organic_events: int, output: str,
+             expected: str | None) -> None:
+    """Seeded synthetic traffic with injected spam scenarios and near-misses."""
+    from service.generate import generate_traffic, write_jsonl
+
+    traffic = generate_traffic(seed, users=users, hours=hours, organic_events=organic_events)
+    if output == "-":
+        write_jsonl(traffic.events, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        with open(output, "wb") as out:
+            write_jsonl(traffic.events, out)
+        expected = expected or f"{output}.expected.jsonl"
+    if expected:
+        with open(expected, "wb") as out:
+            write_jsonl((e.to_json() for e in traffic.expected), out)
+
+
+@main.command()
+@click.option("--out", "out_dir", default="schemas", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def schemas(out_dir: Path) -> None:
+    """Write the JSON Schema of every topic's messages into OUT."""
+    from service.schemas import write_schemas
+
+    for path in write_schemas(out_dir):
+        click.echo(str(path))

@@ -1,0 +1,154 @@
+"""What detectors see and what they record.
+
+A detector is `detect(ctx) -> None` over one stage's context. It reads the keyed account's
+state, updates its own rule's slice of that state, and records effects (alerts, stranger
+requests) on `ctx.effects`. The pipeline applies effects: episode gating, alert ids, routing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any
+
+from service.models import Event, EventType, Rule, Severity
+from service.settings import DetectionSettings
+from service.share_request import ShareRequestMatcher
+from service.state import (
+    GIVEN_KINDS,
+    RECEIVED_KINDS,
+    ActorState,
+    TargetState,
+)
+from service.windows import MINUTE_MS, BucketSpec, HOUR_MS, Levels, timeline_levels
+
+# Signs that a follower looks bought (bit flags carried from stage 1 to stage 2).
+FRESH_ACCOUNT = 1
+FOLLOWS_FAR_MORE = 2
+NO_POSTS = 4
+FAST_FOLLOWER = 8
+QUALITY_SIGNS = {
+    FRESH_ACCOUNT: "fresh_account",
+    FOLLOWS_FAR_MORE: "follows_far_more_than_followed",
+    NO_POSTS: "no_posts",
+    FAST_FOLLOWER: "follows_at_high_rate",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TargetMessage:
+    """An event as stage 2 (keyed by target) receives it, with facts stage 1 knew."""
+
+    event_id: str
+    event_hash: int
+    type: EventType
+    actor_id: str
+    target_id: str
+    occurred_at: int
+    asks_for_share: bool
+    follower_quality: int  # QUALITY_SIGNS bits of the actor; 0 = looks like a real account
+
+
+@dataclass(frozen=True, slots=True)
+class StrangerRequest:
+    """Stage 2 found `requester_id` asked a stranger for a share; stage 3 tallies it."""
+
+    event_id: str
+    event_hash: int
+    requester_id: str
+    stranger_id: str
+    occurred_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertIntent:
+    rule: Rule
+    subject_id: str
+    severity: Severity
+    at_ms: int  # event time of the triggering event
+    window_start_ms: int
+    window_end_ms: int
+    related_ids: list[str]
+    evidence: dict[str, Any]
+    summary: str
+    episode_gap_ms: int  # a trigger this long after the last one starts a new episode
+
+
+@dataclass(slots=True)
+class Effects:
+    alerts: list[AlertIntent] = field(default_factory=list)
+    stranger_requests: list[StrangerRequest] = field(default_factory=list)
+
+
+class Config:
+    """Settings plus what is derived from them once: bucket layouts, matcher, rule versions."""
+
+    def __init__(self, settings: DetectionSettings) -> None:
+        self.settings = settings
+        lateness_ms = settings.state.allowed_lateness_seconds * 1000
+        self.lateness_ms = lateness_ms
+        self.given_levels: Levels = timeline_levels(GIVEN_KINDS, lateness_ms)
+        self.received_levels: Levels = timeline_levels(RECEIVED_KINDS, lateness_ms)
+        spike = settings.follower_spike
+        self.spike_spec = BucketSpec(
+            MINUTE_MS, spike.window_seconds // 60 + 1 + -(-lateness_ms // MINUTE_MS), 2
+        )
+        churn = settings.follow_churn
+        self.churn_spec = BucketSpec(
+            HOUR_MS, churn.window_seconds // 3600 + 1 + -(-lateness_ms // HOUR_MS), 4
+        )
+        rt = settings.unsolicited_retweet_request
+        self.matcher = ShareRequestMatcher(rt.request_patterns, rt.not_a_request_patterns)
+        self.rule_versions: dict[str, str] = {
+            "unsolicited_retweet_request": _rule_version(rt.model_dump_json()),
+            "follower_spike": _rule_version(spike.model_dump_json()),
+            "follow_churn": _rule_version(churn.model_dump_json()),
+            "duplicate_reply_spam": _rule_version(settings.duplicate_reply_spam.model_dump_json()),
+        }
+
+
+# Bump when a rule's logic changes; threshold changes show in the digest suffix by themselves.
+RULE_LOGIC_VERSION = "1"
+
+
+def _rule_version(thresholds_json: str) -> str:
+    digest = blake2b(thresholds_json.encode(), digest_size=4).hexdigest()
+    return f"{RULE_LOGIC_VERSION}.{digest}"
+
+
+@dataclass(slots=True)
+class ActorContext:
+    """Stage 1, keyed by the actor."""
+
+    config: Config
+    event: Event
+    state: ActorState
+    # What this event did to the actor's relation to the target (filled by the pipeline).
+    started_follow: bool
+    churned_pair: bool
+    churned_pair_followed_back: bool
+    incoming: TargetState | None  # the actor's own incoming side (same partition)
+    effects: Effects
+
+
+@dataclass(slots=True)
+class TargetContext:
+    """Stage 2, keyed by the target."""
+
+    config: Config
+    message: TargetMessage
+    state: TargetState
+    # The target's own relation to the actor, as the target's own events left it.
+    target_follows_actor: bool
+    target_engaged_actor_at: int  # -1 if never
+    effects: Effects
+
+
+@dataclass(slots=True)
+class RequesterContext:
+    """Stage 3, keyed by the requester of a share from a stranger."""
+
+    config: Config
+    request: StrangerRequest
+    state: ActorState
+    effects: Effects

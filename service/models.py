@@ -1,0 +1,177 @@
+"""The wire contract as pydantic models: input events, alerts and dead letters.
+
+`schemas/` is generated from these models by `reciprocity schemas`; a test fails on drift.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+AccountId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s\x00-\x1f\x7f]+$"),
+]
+
+
+class EventType(StrEnum):
+    FOLLOW = "follow"
+    UNFOLLOW = "unfollow"
+    RETWEET = "retweet"
+    REPLY = "reply"
+    MENTION = "mention"
+    POST = "post"
+
+
+def parse_timestamp_ms(value: object) -> int:
+    """Event time to epoch milliseconds: RFC 3339 with an offset, or integer epoch ms."""
+    if isinstance(value, bool):
+        raise ValueError("a timestamp is an RFC 3339 string or integer epoch milliseconds")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("epoch milliseconds must not be negative")
+        return value
+    if isinstance(value, str):
+        if len(value) > 64 or "T" not in value.upper():
+            raise ValueError("not an RFC 3339 date-time")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("not an RFC 3339 date-time") from None
+        if parsed.tzinfo is None:
+            raise ValueError("RFC 3339 date-time needs an offset (Z or +hh:mm)")
+        return int(parsed.timestamp() * 1000)
+    raise ValueError("a timestamp is an RFC 3339 string or integer epoch milliseconds")
+
+
+def format_timestamp(ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 UTC with millisecond precision."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+TimestampMs = Annotated[
+    int,
+    BeforeValidator(parse_timestamp_ms),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
+            ]
+        }
+    ),
+]
+Count = Annotated[int, Field(ge=0, strict=True)]
+
+
+class ActorSnapshot(BaseModel):
+    """The actor's profile as the producer saw it when the event happened."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    created_at: TimestampMs | None = None
+    followers_count: Count | None = None
+    following_count: Count | None = None
+    posts_count: Count | None = None
+
+
+class Event(BaseModel):
+    """One social event. `occurred_at` is held as epoch milliseconds once validated."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        json_schema_extra={"title": "social.events message"},
+    )
+
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    type: EventType
+    actor_id: AccountId
+    target_id: AccountId | None = None
+    occurred_at: TimestampMs
+    post_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    text: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    actor: ActorSnapshot | None = None
+    schema_version: Annotated[int, Field(ge=1, strict=True)] = 1
+
+    @model_validator(mode="after")
+    def _target_matches_type(self) -> Event:
+        if self.type is EventType.POST:
+            if self.target_id is not None:
+                raise ValueError("target_id must be absent for a post")
+        elif self.target_id is None:
+            raise ValueError(f"target_id is required for a {self.type.value}")
+        return self
+
+    @property
+    def self_targeted(self) -> bool:
+        return self.target_id == self.actor_id
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3}
+
+Rule = Literal[
+    "unsolicited_retweet_request", "follower_spike", "follow_churn", "duplicate_reply_spam"
+]
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"title": "social.alerts message"}
+    )
+
+    alert_id: str = Field(description="Deterministic from rule, subject, severity and episode.")
+    rule: Rule
+    rule_version: str
+    severity: Severity
+    subject_id: str
+    related_ids: list[str] = Field(max_length=100)
+    window_start: str = Field(description="RFC 3339 UTC, event time")
+    window_end: str = Field(description="RFC 3339 UTC, event time")
+    detected_at: str = Field(description="RFC 3339 UTC, processing time")
+    evidence: dict[str, Any] = Field(
+        description="Rule-specific counts, baseline and thresholds; sample_event_ids (<= 20)."
+    )
+    summary: str
+    schema_version: int = SCHEMA_VERSION
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"title": "social.events.dlq message"}
+    )
+
+    code: str = Field(description="Stable snake_case error code.")
+    message: str = Field(description="Human-readable reason.")
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key_b64: str | None = Field(description="Original key bytes, base64; null if none.")
+    value_b64: str | None = Field(description="Original value bytes, base64; null if none.")
+    rejected_at: str = Field(description="RFC 3339 UTC, processing time")
+    schema_version: int = SCHEMA_VERSION

@@ -1,0 +1,334 @@
+"""The three stages of an event, as pure functions over `Tables`.
+
+    stage 1, keyed by actor A    outgoing counts, relations A→B, churn, duplicate text,
+                                 facts about A (looks bought? asks for a share?)
+    stage 2, keyed by target B   incoming counts, follow-backs, follower spikes, and the
+                                 stranger check against B's own relation to A
+    stage 3, keyed by requester  the tally of strangers asked (only for requests from strangers)
+
+Every stage de-duplicates on the event id in its keyed account's state and ignores events
+older than that account's lateness bound, so at-least-once delivery changes no count. The
+pipeline turns detectors' alert intents into alerts: one per (rule, subject, episode) and
+severity, with an id derived from those alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from hashlib import blake2b
+
+from service.context import (
+    ActorContext,
+    AlertIntent,
+    Config,
+    Effects,
+    RequesterContext,
+    StrangerRequest,
+    TargetContext,
+    TargetMessage,
+)
+from service.detectors import ACTOR_DETECTORS, REQUESTER_DETECTORS, TARGET_DETECTORS
+from service.detectors.follower_spike import follower_quality
+from service.models import Alert, Event, EventType, Severity, format_timestamp
+from service.settings import DetectionSettings
+from service.state import (
+    FOLLOWED_BACK,
+    FOLLOWS,
+    RECEIVED_FOLLOW_BACK,
+    ActorState,
+    Episodes,
+    RecentIds,
+    Relation,
+    Tables,
+    TargetState,
+    id_hash,
+    relation_key,
+)
+from service.windows import HOUR_MS
+
+# Timeline kind of each event type; the numbering is shared by given and received kinds.
+_KIND = {
+    EventType.FOLLOW: 0,
+    EventType.UNFOLLOW: 1,
+    EventType.RETWEET: 2,
+    EventType.REPLY: 3,
+    EventType.MENTION: 4,
+    EventType.POST: 5,
+}
+_ENGAGEMENTS = (EventType.RETWEET, EventType.REPLY, EventType.MENTION)
+_ASKING_TYPES = (EventType.REPLY, EventType.MENTION)
+# A relation's last-engaged time is rewritten at most this often: the horizon is 90 days, so
+# finer resolution buys nothing and would cost a state write per engagement.
+_ENGAGED_RESOLUTION_MS = HOUR_MS
+
+
+class Outcome(Enum):
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+    SELF_TARGETED = "self_targeted"
+
+
+@dataclass(slots=True)
+class StageResult:
+    outcome: Outcome
+    alerts: list[Alert] = field(default_factory=list)
+    suppressed: int = 0  # alert intents absorbed by an open episode
+    forward: TargetMessage | None = None
+    stranger_requests: list[StrangerRequest] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self, settings: DetectionSettings, tables: Tables, clock_ms: Callable[[], int]
+    ) -> None:
+        self.config = Config(settings)
+        self.tables = tables
+        self._clock_ms = clock_ms
+        self._ids_capacity = settings.state.recent_ids_per_account
+        self._relations_capacity = settings.state.relations_per_account
+
+    # -- stage 1 ------------------------------------------------------------------------------
+    def actor_stage(self, event: Event) -> StageResult:
+        config = self.config
+        tables = self.tables
+        actor_id = event.actor_id
+        state = tables.actors.get(actor_id)
+        if state is None:
+            state = ActorState()
+        at = event.occurred_at
+        h = id_hash(event.event_id)
+        verdict = _admit(state.ids, state.watermark, h, at, config.lateness_ms)
+        if verdict is Outcome.LATE:
+            return StageResult(Outcome.LATE)
+        target_id = event.target_id
+        if verdict is Outcome.DUPLICATE:
+            # Forward again: the first forward may be what a crash lost. Stage 2 de-duplicates.
+            forward = None
+            if target_id is not None and target_id != actor_id:
+                forward = self._target_message(event, h, state)
+            return StageResult(Outcome.DUPLICATE, forward=forward)
+        if at > state.watermark:
+            state.watermark = at
+        state.ids.remember(h, at, state.watermark - config.lateness_ms, self._ids_capacity)
+        if target_id == actor_id:
+            tables.actors[actor_id] = state
+            return StageResult(Outcome.SELF_TARGETED)
+
+        kind = event.type
+        forward = None
+        if target_id is not None:
+            # Facts about the actor as it was before this event.
+            forward = self._target_message(event, h, state)
+        state.given.add(config.given_levels, at, _KIND[kind])
+        started_follow = churned = churned_back = False
+        if target_id is not None:
+            started_follow, churned, churned_back = self._update_relation(
+                state, actor_id, target_id, kind, at
+            )
+        effects = Effects()
+        ctx = ActorContext(
+            config=config,
+            event=event,
+            state=state,
+            started_follow=started_follow,
+            churned_pair=churned,
+            churned_pair_followed_back=churned_back,
+            incoming=tables.targets.get(actor_id) if kind is EventType.UNFOLLOW else None,
+            effects=effects,
+        )
+        for detect in ACTOR_DETECTORS:
+            detect(ctx)
+        result = StageResult(Outcome.PROCESSED, forward=forward)
+        self._apply(effects, state.episodes, result)
+        tables.actors[actor_id] = state
+        return result
+
+    def _target_message(self, event: Event, h: int, state: ActorState) -> TargetMessage:
+        kind = event.type
+        asks = (
+            kind in _ASKING_TYPES
+            and event.text is not None
+            and self.config.matcher.asks_for_share(event.text)
+        )
+        quality = follower_quality(self.config, event, state) if kind is EventType.FOLLOW else 0
+        return TargetMessage(
+            event_id=event.event_id,
+            event_hash=h,
+            type=kind,
+            actor_id=event.actor_id,
+            target_id=event.target_id or "",
+            occurred_at=event.occurred_at,
+            asks_for_share=asks,
+            follower_quality=quality,
+        )
+
+    def _update_relation(
+        self, state: ActorState, actor_id: str, target_id: str, kind: EventType, at: int
+    ) -> tuple[bool, bool, bool]:
+        """Apply the event to relation actor→target; say (started follow, churned pair,
+        churned pair had been followed back)."""
+        relations = self.tables.relations
+        key = relation_key(actor_id, target_id)
+        relation = relations.get(key)
+        if kind is EventType.FOLLOW:
+            if relation is None:
+                if not self._room_for_relation(state):
+                    return False, False, False
+                relations[key] = [FOLLOWS, at, -1]
+                return True, False, False
+            if relation[0] & FOLLOWS:
+                return False, False, False
+            relations[key] = [(relation[0] | FOLLOWS) & ~FOLLOWED_BACK, at, relation[2]]
+            return True, False, False
+        if kind is EventType.UNFOLLOW:
+            if relation is None or not relation[0] & FOLLOWS:
+                return False, False, False
+            churn_ms = self.config.settings.follow_churn.churn_within_seconds * 1000
+            churned = 0 <= at - relation[1] <= churn_ms
+            followed_back = bool(relation[0] & FOLLOWED_BACK)
+            if relation[2] < 0:
+                del relations[key]
+                state.relation_count -= 1
+            else:
+                relations[key] = [relation[0] & ~(FOLLOWS | FOLLOWED_BACK), -1, relation[2]]
+            return False, churned, followed_back
+        if kind in _ENGAGEMENTS:
+            if relation is None:
+                if self._room_for_relation(state):
+                    relations[key] = [0, -1, at]
+            elif at - relation[2] >= _ENGAGED_RESOLUTION_MS:
+                relations[key] = [relation[0], relation[1], at]
+        return False, False, False
+
+    def _room_for_relation(self, state: ActorState) -> bool:
+        if state.relation_count >= self._relations_capacity:
+            return False
+        state.relation_count += 1
+        return True
+
+    # -- stage 2 ------------------------------------------------------------------------------
+    def target_stage(self, message: TargetMessage) -> StageResult:
+        config = self.config
+        tables = self.tables
+        target_id = message.target_id
+        state = tables.targets.get(target_id)
+        if state is None:
+            state = TargetState()
+        at = message.occurred_at
+        h = message.event_hash
+        verdict = _admit(state.ids, state.watermark, h, at, config.lateness_ms)
+        if verdict is not Outcome.PROCESSED:
+            return StageResult(verdict)
+        if at > state.watermark:
+            state.watermark = at
+        state.ids.remember(h, at, state.watermark - config.lateness_ms, self._ids_capacity)
+        if state.first_seen < 0 or at < state.first_seen:
+            state.first_seen = at
+        state.received.add(config.received_levels, at, _KIND[message.type])
+
+        key = relation_key(target_id, message.actor_id)
+        relation = tables.relations.get(key)
+        follows_actor = relation is not None and bool(relation[0] & FOLLOWS)
+        if (
+            message.type is EventType.FOLLOW
+            and relation is not None
+            and follows_actor
+            and not relation[0] & FOLLOWED_BACK
+        ):
+            # The actor returned the target's follow: the target's follow was followed back.
+            tables.relations[key] = [relation[0] | FOLLOWED_BACK, relation[1], relation[2]]
+            state.received.add(config.received_levels, at, RECEIVED_FOLLOW_BACK)
+        effects = Effects()
+        ctx = TargetContext(
+            config=config,
+            message=message,
+            state=state,
+            target_follows_actor=follows_actor,
+            target_engaged_actor_at=relation[2] if relation is not None else -1,
+            effects=effects,
+        )
+        for detect in TARGET_DETECTORS:
+            detect(ctx)
+        result = StageResult(Outcome.PROCESSED, stranger_requests=effects.stranger_requests)
+        self._apply(effects, state.episodes, result)
+        tables.targets[target_id] = state
+        return result
+
+    # -- stage 3 ------------------------------------------------------------------------------
+    def requester_stage(self, request: StrangerRequest) -> StageResult:
+        tables = self.tables
+        requester_id = request.requester_id
+        state = tables.actors.get(requester_id)
+        if state is None:
+            state = ActorState()
+        h = request.event_hash
+        if h in state.request_ids:
+            return StageResult(Outcome.DUPLICATE)
+        window_ms = self.config.settings.unsolicited_retweet_request.window_seconds * 1000
+        state.request_ids.remember(
+            h, request.occurred_at, request.occurred_at - window_ms, self._ids_capacity
+        )
+        effects = Effects()
+        ctx = RequesterContext(config=self.config, request=request, state=state, effects=effects)
+        for detect in REQUESTER_DETECTORS:
+            detect(ctx)
+        result = StageResult(Outcome.PROCESSED)
+        self._apply(effects, state.episodes, result)
+        tables.actors[requester_id] = state
+        return result
+
+    # -- effects ------------------------------------------------------------------------------
+    def _apply(self, effects: Effects, episodes: Episodes, result: StageResult) -> None:
+        for intent in effects.alerts:
+            alert = self._gate(intent, episodes)
+            if alert is None:
+                result.suppressed += 1
+            else:
+                result.alerts.append(alert)
+
+    def _gate(self, intent: AlertIntent, episodes: Episodes) -> Alert | None:
+        """One alert per episode and severity: a new episode starts when the rule triggers after
+        a quiet gap; inside an episode only a higher severity is sent."""
+        episode = episodes.get(intent.rule)
+        rank = intent.severity.rank
+        if episode is None or intent.at_ms - episode[1] > intent.episode_gap_ms:
+            episode = [intent.at_ms, intent.at_ms, rank]
+            episodes[intent.rule] = episode
+        else:
+            episode[1] = max(episode[1], intent.at_ms)
+            if rank <= episode[2]:
+                return None
+            episode[2] = rank
+        return self._alert(intent, episode[0])
+
+    def _alert(self, intent: AlertIntent, episode_start_ms: int) -> Alert:
+        return Alert(
+            alert_id=alert_id(intent.rule, intent.subject_id, intent.severity, episode_start_ms),
+            rule=intent.rule,
+            rule_version=self.config.rule_versions[intent.rule],
+            severity=intent.severity,
+            subject_id=intent.subject_id,
+            related_ids=intent.related_ids[:100],
+            window_start=format_timestamp(intent.window_start_ms),
+            window_end=format_timestamp(intent.window_end_ms),
+            detected_at=format_timestamp(self._clock_ms()),
+            evidence={**intent.evidence, "episode_started_at": format_timestamp(episode_start_ms)},
+            summary=intent.summary,
+        )
+
+
+def alert_id(rule: str, subject_id: str, severity: Severity, episode_start_ms: int) -> str:
+    material = f"{rule}\x1f{subject_id}\x1f{severity.value}\x1f{episode_start_ms}"
+    return blake2b(material.encode(), digest_size=16).hexdigest()
+
+
+def _admit(ids: RecentIds, watermark: int, h: int, at: int, lateness_ms: int) -> Outcome:
+    if at < watermark - lateness_ms or at <= ids.floor:
+        return Outcome.LATE
+    if h in ids:
+        return Outcome.DUPLICATE
+    return Outcome.PROCESSED
+

@@ -1,0 +1,42 @@
+"""JSON Schemas of every topic's messages, generated from the models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from service.models import Alert, DeadLetter, Event
+
+TOPIC_MODELS: dict[str, tuple[type[BaseModel], str]] = {
+    "social.events": (Event, "validation"),
+    "social.alerts": (Alert, "serialization"),
+    "social.events.dlq": (DeadLetter, "serialization"),
+}
+
+
+def topic_schemas() -> dict[str, dict[str, Any]]:
+    schemas: dict[str, dict[str, Any]] = {}
+    for topic, (model, mode) in TOPIC_MODELS.items():
+        schema = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
+        schemas[f"{topic}.schema.json"] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            **schema,
+        }
+    return schemas
+
+
+def render(schema: dict[str, Any]) -> bytes:
+    return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def write_schemas(out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in topic_schemas().items():
+        path = out_dir / name
+        path.write_bytes(render(schema))
+        written.append(path)
+    return written

@@ -1,0 +1,188 @@
+"""Every tunable of Reciprocity, in one frozen object built once and passed down.
+
+Each threshold carries a one-line reason. Nested sections reject unknown keys, so a typo in
+`RECIPROCITY_DETECTION__FOLLOWER_SPIKE__WINDOW_SECONDS` fails at start instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.share_request import DEFAULT_NOT_A_REQUEST_PATTERNS, DEFAULT_REQUEST_PATTERNS
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSettings(Section):
+    max_message_bytes: int = Field(
+        65_536, ge=1, description="Contract limit: larger messages are dead-lettered."
+    )
+    max_future_seconds: int = Field(
+        300, ge=0, description="Clock skew tolerated before an event counts as from the future."
+    )
+
+
+class StateSettings(Section):
+    allowed_lateness_seconds: int = Field(
+        60,
+        ge=0,
+        le=300,
+        description=(
+            "Events this far behind the newest event time are re-ordered into place; older "
+            "ones are counted as late and ignored. At most 300 s so the 5-minute buckets of "
+            "the 1 h window still hold them."
+        ),
+    )
+    recent_ids_per_account: int = Field(
+        256,
+        ge=8,
+        description=(
+            "Event ids remembered per account for de-duplication; past this within the "
+            "lateness bound the account's late floor rises instead of forgetting an id."
+        ),
+    )
+    relations_per_account: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Outgoing relations (follows, engagements) kept per account: above the largest "
+            "following limits of real platforms, so only bots reach it."
+        ),
+    )
+
+
+class RetweetRequestSettings(Section):
+    relationship_horizon_days: int = Field(
+        90, ge=1, description="Contract: engagement this recent makes two accounts acquainted."
+    )
+    window_seconds: int = Field(
+        3600, ge=60, description="Contract: distinct strangers asked are counted over 1 h."
+    )
+    medium_distinct_strangers: int = Field(
+        3, ge=1, description="Contract default: three strangers in an hour is a campaign."
+    )
+    high_distinct_strangers: int = Field(
+        10, ge=1, description="Contract default: ten strangers in an hour is a bot or a farm."
+    )
+    request_patterns: tuple[str, ...] = Field(
+        DEFAULT_REQUEST_PATTERNS, description="Regexes (case-insensitive) that ask for a share."
+    )
+    not_a_request_patterns: tuple[str, ...] = Field(
+        DEFAULT_NOT_A_REQUEST_PATTERNS,
+        description="Regexes removed before matching: quoting (RT @x:) and look-alikes.",
+    )
+
+
+class FollowerSpikeSettings(Section):
+    window_seconds: int = Field(
+        600, ge=60, le=3600, description="Contract: bought followers land within minutes."
+    )
+    min_follows: int = Field(
+        30,
+        ge=1,
+        description="Floor for new or quiet accounts: fewer follows in a window is never a spike.",
+    )
+    baseline_multiplier: float = Field(
+        8.0,
+        ge=1.0,
+        description="A spike is this many times the account's own average gain per window.",
+    )
+    min_low_quality_share: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="Bought followers dominate a purchase; organic bumps are mostly real accounts.",
+    )
+    high_multiplier: float = Field(
+        5.0, ge=1.0, description="Escalate to high once the window holds this many times the bar."
+    )
+    fresh_account_days: int = Field(
+        30, ge=1, description="Accounts younger than this are typical of bought followers."
+    )
+    follow_ratio: float = Field(
+        10.0,
+        ge=1.0,
+        description="Following this many times more accounts than followers looks like a farm.",
+    )
+    min_following_for_ratio: int = Field(
+        50, ge=0, description="The ratio is ignored for accounts that follow very few."
+    )
+    fast_follows_per_hour: int = Field(
+        60, ge=1, description="A person does not follow a new account every minute for an hour."
+    )
+
+
+class FollowChurnSettings(Section):
+    churn_within_seconds: int = Field(
+        86_400, ge=60, le=86_400, description="Contract: an unfollow within 24 h churns the pair."
+    )
+    window_seconds: int = Field(
+        86_400, ge=3600, le=86_400, description="Contract: churned pairs are counted over 24 h."
+    )
+    min_churned_pairs: int = Field(
+        50, ge=1, description="Contract default: fifty churned pairs a day is farming."
+    )
+    max_follow_back_rate: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Contract: mostly targets that did not follow back; above this it is pruning.",
+    )
+    high_multiplier: float = Field(
+        4.0, ge=1.0, description="Escalate to high once churned pairs reach this many times the bar."
+    )
+
+
+class DuplicateReplySettings(Section):
+    window_seconds: int = Field(
+        3600, ge=60, description="Contract: identical texts are compared over 1 h."
+    )
+    min_distinct_targets: int = Field(
+        5, ge=2, description="Contract default: one text to five people is a broadcast, not a chat."
+    )
+    min_text_chars: int = Field(
+        16,
+        ge=0,
+        description="Short courtesies (thanks!, congrats) repeat honestly; spam carries a pitch.",
+    )
+    texts_per_account: int = Field(
+        8, ge=1, description="Distinct recent texts tracked per account (bounds state)."
+    )
+    high_multiplier: float = Field(
+        4.0, ge=1.0, description="Escalate to high once targets reach this many times the bar."
+    )
+
+
+class DetectionSettings(Section):
+    state: StateSettings = StateSettings()
+    unsolicited_retweet_request: RetweetRequestSettings = RetweetRequestSettings()
+    follower_spike: FollowerSpikeSettings = FollowerSpikeSettings()
+    follow_churn: FollowChurnSettings = FollowChurnSettings()
+    duplicate_reply_spam: DuplicateReplySettings = DuplicateReplySettings()
+
+    @model_validator(mode="after")
+    def _severities_ordered(self) -> DetectionSettings:
+        rt = self.unsolicited_retweet_request
+        if rt.high_distinct_strangers < rt.medium_distinct_strangers:
+            raise ValueError(
+                "unsolicited_retweet_request.high_distinct_strangers must be >= "
+                "medium_distinct_strangers"
+            )
+        return self
+
+
+class Settings(BaseSettings):
+    """The whole configuration; environment variables `RECIPROCITY_<SECTION>__<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECIPROCITY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    input: InputSettings = InputSettings()
+    detection: DetectionSettings = DetectionSettings()

@@ -1,0 +1,218 @@
+"""Per-account state: what the stages keep, how big it may grow, how it serializes.
+
+Three tables, all keyed so that one account's rows live on one partition:
+
+- `actors[A]`: A's outgoing side (stage 1) and its RT-request tally (stage 3).
+- `targets[B]`: B's incoming side (stage 2).
+- `relations["B A"]`: B's own relation to A (follows, followed back, last engaged), written
+  when B acts and read when A reaches B. The key starts with the owner, so it is stored and
+  read on the owner's partition. Ids never contain whitespace, so the space is unambiguous.
+
+Values are slotted objects of lists and ints; `to_value`/`from_value` give JSON-ready forms.
+Bounds per account (defaults) are listed in the README ("State and its bounds").
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any, Protocol
+
+from service.windows import Timeline
+
+# Kinds counted on an account's outgoing timeline (stage 1).
+GIVEN_FOLLOW, GIVEN_UNFOLLOW, GIVEN_RETWEET, GIVEN_REPLY, GIVEN_MENTION, GIVEN_POST = range(6)
+GIVEN_KINDS = 6
+# Kinds counted on an account's incoming timeline (stage 2); FOLLOW_BACK: one of this
+# account's follows was returned.
+(
+    RECEIVED_FOLLOW,
+    RECEIVED_UNFOLLOW,
+    RECEIVED_RETWEET,
+    RECEIVED_REPLY,
+    RECEIVED_MENTION,
+    RECEIVED_FOLLOW_BACK,
+) = range(6)
+RECEIVED_KINDS = 6
+
+# Relation flags and layout: [flags, followed_at_ms, engaged_at_ms].
+FOLLOWS = 1
+FOLLOWED_BACK = 2
+Relation = list[int]
+
+
+def relation_key(owner: str, other: str) -> str:
+    return f"{owner} {other}"
+
+
+def id_hash(event_id: str) -> int:
+    """A stable 63-bit hash of an event id (Python's hash() differs between processes)."""
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little") >> 1
+
+
+class RecentIds:
+    """Hashes of recently seen event ids, for de-duplication within the lateness bound.
+
+    Once full, the oldest id is forgotten and `floor` rises to its event time: anything at or
+    below the floor is treated as late, so a forgotten id can never be counted twice.
+    """
+
+    __slots__ = ("floor", "hashes", "times")
+
+    def __init__(
+        self, hashes: list[int] | None = None, times: list[int] | None = None, floor: int = -1
+    ) -> None:
+        self.hashes: list[int] = hashes if hashes is not None else []
+        self.times: list[int] = times if times is not None else []
+        self.floor = floor
+
+    def __contains__(self, h: int) -> bool:
+        return h in self.hashes
+
+    def remember(self, h: int, at_ms: int, oldest_useful_ms: int, capacity: int) -> None:
+        hashes, times = self.hashes, self.times
+        hashes.append(h)
+        times.append(at_ms)
+        # Ids older than the lateness bound can never be re-counted anyway: drop them first.
+        while times and times[0] < oldest_useful_ms:
+            del hashes[0]
+            del times[0]
+        while len(hashes) > capacity:
+            del hashes[0]
+            if times[0] > self.floor:
+                self.floor = times[0]
+            del times[0]
+
+    def to_value(self) -> list[Any]:
+        return [self.floor, self.hashes, self.times]
+
+    @classmethod
+    def from_value(cls, value: list[Any]) -> RecentIds:
+        return cls(value[1], value[2], value[0])
+
+
+# An episode per rule: [started_ms, last_trigger_ms, highest_severity_rank_sent].
+Episodes = dict[str, list[int]]
+
+
+class ActorState:
+    __slots__ = (
+        "churn",
+        "churn_samples",
+        "given",
+        "ids",
+        "relation_count",
+        "request_ids",
+        "strangers",
+        "texts",
+        "watermark",
+        "episodes",
+    )
+
+    def __init__(self) -> None:
+        self.watermark = -1
+        self.ids = RecentIds()
+        self.given = Timeline()
+        self.relation_count = 0
+        # follow_churn: hourly rows [index, follows, unfollows, churned, churned_followed_back]
+        self.churn: list[list[int]] = []
+        # follow_churn: latest churned pairs [[target_id, event_id], ...] (<= 20)
+        self.churn_samples: list[list[str]] = []
+        # duplicate_reply_spam: [[text_hash, sample, [[target, at_ms, event_id], ...]], ...]
+        self.texts: list[list[Any]] = []
+        # unsolicited_retweet_request: strangers asked [[stranger_id, at_ms, event_id], ...]
+        self.strangers: list[list[Any]] = []
+        self.request_ids = RecentIds()
+        self.episodes: Episodes = {}
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "w": self.watermark,
+            "ids": self.ids.to_value(),
+            "given": self.given.rows,
+            "rel": self.relation_count,
+            "churn": self.churn,
+            "churn_s": self.churn_samples,
+            "texts": self.texts,
+            "str": self.strangers,
+            "req_ids": self.request_ids.to_value(),
+            "ep": self.episodes,
+        }
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any]) -> ActorState:
+        state = cls()
+        state.watermark = value["w"]
+        state.ids = RecentIds.from_value(value["ids"])
+        state.given = Timeline(value["given"])
+        state.relation_count = value["rel"]
+        state.churn = value["churn"]
+        state.churn_samples = value["churn_s"]
+        state.texts = value["texts"]
+        state.strangers = value["str"]
+        state.request_ids = RecentIds.from_value(value["req_ids"])
+        state.episodes = value["ep"]
+        return state
+
+
+class TargetState:
+    __slots__ = ("episodes", "first_seen", "ids", "received", "spike", "spike_samples", "watermark")
+
+    def __init__(self) -> None:
+        self.watermark = -1
+        self.first_seen = -1
+        self.ids = RecentIds()
+        self.received = Timeline()
+        # follower_spike: minute rows [index, follows, low_quality_follows]
+        self.spike: list[list[int]] = []
+        # follower_spike: latest low-quality followers [[follower_id, at_ms, event_id], ...]
+        self.spike_samples: list[list[Any]] = []
+        self.episodes: Episodes = {}
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "w": self.watermark,
+            "first": self.first_seen,
+            "ids": self.ids.to_value(),
+            "recv": self.received.rows,
+            "spike": self.spike,
+            "spike_s": self.spike_samples,
+            "ep": self.episodes,
+        }
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any]) -> TargetState:
+        state = cls()
+        state.watermark = value["w"]
+        state.first_seen = value["first"]
+        state.ids = RecentIds.from_value(value["ids"])
+        state.received = Timeline(value["recv"])
+        state.spike = value["spike"]
+        state.spike_samples = value["spike_s"]
+        state.episodes = value["ep"]
+        return state
+
+
+class Tables(Protocol):
+    """Where state lives: Faust tables in the worker, dicts in tests and `replay`."""
+
+    @property
+    def actors(self) -> MutableMapping[str, ActorState]: ...
+
+    @property
+    def targets(self) -> MutableMapping[str, TargetState]: ...
+
+    @property
+    def relations(self) -> MutableMapping[str, Relation]: ...
+
+
+@dataclass
+class MemoryTables:
+    actors: dict[str, ActorState]
+    targets: dict[str, TargetState]
+    relations: dict[str, Relation]
+
+    @classmethod
+    def empty(cls) -> MemoryTables:
+        return cls({}, {}, {})

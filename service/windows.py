@@ -1,0 +1,143 @@
+"""Compact sliding windows in event time.
+
+A window is a short list of buckets, each a row `[bucket_index, count_0, count_1, ...]`,
+newest last, holding only buckets that saw events. The value is plain lists of ints, so it
+serializes to a few bytes per active bucket and its size is bounded by the number of buckets a
+`BucketSpec` keeps, whatever the event rate.
+
+Bucketing means a window of `span` with buckets of `width` covers the last `span // width`
+buckets including the current, partly filled one: between `span - width` and `span` of time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSpec:
+    width_ms: int
+    keep: int  # buckets retained: the longest window read plus room for late events
+    kinds: int  # counters per bucket
+
+    def new_row(self, index: int) -> list[int]:
+        row = [0] * (self.kinds + 1)
+        row[0] = index
+        return row
+
+
+def add(rows: list[list[int]], spec: BucketSpec, at_ms: int, kind: int, n: int = 1) -> bool:
+    """Count `n` of `kind` at event time `at_ms`; False if that bucket has already expired."""
+    index = at_ms // spec.width_ms
+    if rows:
+        newest = rows[-1]
+        newest_index = newest[0]
+        if index == newest_index:
+            newest[kind + 1] += n
+            return True
+        if index < newest_index:
+            return _add_late(rows, spec, index, kind, n, newest_index)
+    row = spec.new_row(index)
+    row[kind + 1] = n
+    rows.append(row)
+    oldest_kept = index - spec.keep
+    while rows[0][0] <= oldest_kept:
+        del rows[0]
+    return True
+
+
+def _add_late(
+    rows: list[list[int]], spec: BucketSpec, index: int, kind: int, n: int, newest_index: int
+) -> bool:
+    if index <= newest_index - spec.keep:
+        return False
+    position = len(rows) - 1
+    while position >= 0 and rows[position][0] > index:
+        position -= 1
+    if position >= 0 and rows[position][0] == index:
+        rows[position][kind + 1] += n
+    else:
+        row = spec.new_row(index)
+        row[kind + 1] = n
+        rows.insert(position + 1, row)
+    return True
+
+
+def total(rows: list[list[int]], spec: BucketSpec, kind: int, now_ms: int, span_ms: int) -> int:
+    """Sum of `kind` over the `span_ms // width` buckets ending with the one holding `now_ms`."""
+    newest = now_ms // spec.width_ms
+    oldest = newest - max(1, span_ms // spec.width_ms)
+    column = kind + 1
+    result = 0
+    for row in reversed(rows):
+        index = row[0]
+        if index <= oldest:
+            break
+        if index <= newest:
+            result += row[column]
+    return result
+
+
+def totals(rows: list[list[int]], spec: BucketSpec, now_ms: int, span_ms: int) -> list[int]:
+    """All kinds at once, same window as `total`."""
+    newest = now_ms // spec.width_ms
+    oldest = newest - max(1, span_ms // spec.width_ms)
+    result = [0] * spec.kinds
+    for row in reversed(rows):
+        index = row[0]
+        if index <= oldest:
+            break
+        if index <= newest:
+            for kind in range(spec.kinds):
+                result[kind] += row[kind + 1]
+    return result
+
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+
+Levels = tuple[BucketSpec, BucketSpec, BucketSpec]
+
+
+def timeline_levels(kinds: int, lateness_ms: int) -> Levels:
+    """Three resolutions for the 1 h, 24 h and 7 d windows, each with room for late events."""
+    five_minutes = 5 * MINUTE_MS
+
+    def keep(span_ms: int, width_ms: int) -> int:
+        return span_ms // width_ms + 1 + -(-lateness_ms // width_ms)
+
+    return (
+        BucketSpec(five_minutes, keep(HOUR_MS, five_minutes), kinds),
+        BucketSpec(HOUR_MS, keep(DAY_MS, HOUR_MS), kinds),
+        BucketSpec(DAY_MS, keep(7 * DAY_MS, DAY_MS), kinds),
+    )
+
+
+WINDOW_1H, WINDOW_24H, WINDOW_7D = HOUR_MS, DAY_MS, 7 * DAY_MS
+_LEVEL_FOR_WINDOW = {WINDOW_1H: 0, WINDOW_24H: 1, WINDOW_7D: 2}
+
+
+class Timeline:
+    """Per-kind counts readable over 1 h, 24 h and 7 d; at most 14 + 26 + 9 buckets with the
+    default lateness."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[list[list[int]]] | None = None) -> None:
+        self.rows: list[list[list[int]]] = rows if rows is not None else [[], [], []]
+
+    def add(self, levels: Levels, at_ms: int, kind: int, n: int = 1) -> bool:
+        accepted = add(self.rows[0], levels[0], at_ms, kind, n)
+        add(self.rows[1], levels[1], at_ms, kind, n)
+        add(self.rows[2], levels[2], at_ms, kind, n)
+        return accepted
+
+    def total(self, levels: Levels, kind: int, now_ms: int, window_ms: int) -> int:
+        level = _LEVEL_FOR_WINDOW[window_ms]
+        return total(self.rows[level], levels[level], kind, now_ms, window_ms)
+
+    def totals(self, levels: Levels, now_ms: int, window_ms: int) -> list[int]:
+        level = _LEVEL_FOR_WINDOW[window_ms]
+        return totals(self.rows[level], levels[level], now_ms, window_ms)

@@ -1,0 +1,106 @@
+"""Sliding windows in event time. Each scenario draws its timeline: one column per minute
+bucket (width 60 s), `x` an event, `|` where the window is read."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.windows import (
+    DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
+    BucketSpec,
+    Timeline,
+    add,
+    timeline_levels,
+    total,
+    totals,
+)
+
+# 5 one-minute buckets read, 2 more kept for events up to 2 min late.
+SPEC = BucketSpec(width_ms=MINUTE_MS, keep=7, kinds=2)
+SPAN = 5 * MINUTE_MS
+
+
+def at(minute: float) -> int:
+    return int(minute * MINUTE_MS)
+
+
+def test_window_counts_the_last_buckets_including_the_current_one() -> None:
+    # minute: 0 1 2 3 4 5 6 7
+    # events: x x . . x . x |      read at 7:30, span 5 min -> buckets 3..7
+    rows: list[list[int]] = []
+    for minute in (0, 1, 4, 6):
+        assert add(rows, SPEC, at(minute), 0)
+    assert total(rows, SPEC, 0, at(7.5), SPAN) == 2  # minutes 4 and 6
+    assert total(rows, SPEC, 0, at(4.5), SPAN) == 3  # minutes 0..4 -> 0, 1, 4
+
+
+def test_bucket_edges_belong_to_the_later_bucket() -> None:
+    # minute: 0 | 1 |
+    # events: x at 0:59.999 lands in bucket 0, x at 1:00.000 in bucket 1
+    rows: list[list[int]] = []
+    add(rows, SPEC, at(1) - 1, 0)
+    add(rows, SPEC, at(1), 0)
+    assert rows == [[0, 1, 0], [1, 1, 0]]
+    # Read at 5:00 covers buckets 1..5: the event at 0:59.999 has just left the window.
+    assert total(rows, SPEC, 0, at(5), SPAN) == 1
+
+
+def test_old_buckets_are_dropped_as_new_ones_arrive() -> None:
+    # minute: 0 1 ........ 9
+    # events: x x          x    bucket 9 arrives; keep=7 keeps buckets 3..9 only
+    rows: list[list[int]] = []
+    for minute in (0, 1, 9):
+        add(rows, SPEC, at(minute), 1)
+    assert [row[0] for row in rows] == [9]
+    assert totals(rows, SPEC, at(9), SPAN) == [0, 1]
+
+
+def test_late_event_within_bound_lands_in_its_bucket() -> None:
+    # minute: 0 1 2 3 4 5 6
+    # events: x . . . . . x     then a late x for minute 2 arrives after minute 6
+    rows: list[list[int]] = []
+    add(rows, SPEC, at(0), 0)
+    add(rows, SPEC, at(6), 0)
+    assert add(rows, SPEC, at(2.5), 0)
+    assert [row[0] for row in rows] == [0, 2, 6]
+    assert total(rows, SPEC, 0, at(6), SPAN) == 2  # buckets 2..6
+
+
+def test_event_older_than_kept_buckets_is_refused() -> None:
+    # minute: 0 ............ 10
+    # events: .              x   then x for minute 3: bucket 3 <= 10 - keep(7): refused
+    rows: list[list[int]] = []
+    add(rows, SPEC, at(10), 0)
+    assert not add(rows, SPEC, at(3), 0)
+    assert add(rows, SPEC, at(4), 0)
+    assert total(rows, SPEC, 0, at(10), 7 * MINUTE_MS) == 2
+
+
+@pytest.mark.parametrize("lateness_s", [0, 60, 300])
+def test_timeline_reads_1h_24h_7d(lateness_s: int) -> None:
+    # day:    0 ........................... 6    7
+    # events: x (day 0, 00:10)  x (day 6, 23:00)  x (day 6, 23:50)   read at day 6, 23:55
+    levels = timeline_levels(2, lateness_s * 1000)
+    timeline = Timeline()
+    start = 10 * MINUTE_MS
+    timeline.add(levels, start, 0)
+    timeline.add(levels, 6 * DAY_MS + 23 * HOUR_MS, 0)
+    timeline.add(levels, 6 * DAY_MS + 23 * HOUR_MS + 50 * MINUTE_MS, 1)
+    now = 6 * DAY_MS + 23 * HOUR_MS + 55 * MINUTE_MS
+    assert timeline.totals(levels, now, HOUR_MS) == [1, 1]
+    assert timeline.totals(levels, now, DAY_MS) == [1, 1]
+    assert timeline.totals(levels, now, 7 * DAY_MS) == [2, 1]
+    # A day later the first event has left the 7 d window.
+    assert timeline.total(levels, 0, now + DAY_MS, 7 * DAY_MS) == 1
+
+
+def test_timeline_state_is_bounded_whatever_the_rate() -> None:
+    levels = timeline_levels(1, 60_000)
+    timeline = Timeline()
+    for second in range(0, 30 * 86_400, 37):
+        timeline.add(levels, second * 1000, 0)
+    sizes = [len(level) for level in timeline.rows]
+    assert sizes == [spec.keep for spec in levels]
+    assert sizes[0] <= 14 and sizes[1] <= 26 and sizes[2] <= 9
