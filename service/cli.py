@@ -44,8 +44,13 @@ def main() -> None:
 
 @main.command()
 @click.argument("source", default="-", type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("--profile", "profile_ids", multiple=True, metavar="USER_ID",
-              help="Print this account's reciprocity profile at the end (repeatable).")
+@click.option(
+    "--profile",
+    "profile_ids",
+    multiple=True,
+    metavar="USER_ID",
+    help="Print this account's reciprocity profile at the end (repeatable).",
+)
 @click.option("--quiet", is_flag=True, help="No summary on stderr.")
 def replay(source: str, profile_ids: tuple[str, ...], quiet: bool) -> None:
     """Run the detectors over a JSON Lines file (or - for stdin), no Kafka.
@@ -67,8 +72,11 @@ def replay(source: str, profile_ids: tuple[str, ...], quiet: bool) -> None:
             decoded = decoder.decode(line)
             if isinstance(decoded, Rejection):
                 rejected[decoded.code] = rejected.get(decoded.code, 0) + 1
-                err.print(f"line {number}: {decoded.code}: {decoded.message}",
-                          markup=False, highlight=False)
+                err.print(
+                    f"line {number}: {decoded.code}: {decoded.message}",
+                    markup=False,
+                    highlight=False,
+                )
                 continue
             for alert in replayer.submit(decoded):
                 out.write(orjson.dumps(alert.model_dump(mode="json")) + b"\n")
@@ -90,7 +98,7 @@ class _open_source:
     def __enter__(self) -> BinaryIO:
         if self._source == "-":
             return sys.stdin.buffer
-        self._file = open(self._source, "rb")  # noqa: SIM115 - closed in __exit__
+        self._file = open(self._source, "rb")
         return self._file
 
     def __exit__(self, *_: object) -> None:
@@ -108,8 +116,12 @@ def _numbered_lines(stream: BinaryIO, err: Console, source: str) -> Iterator[tup
     from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
     total = os.path.getsize(source) if source != "-" else None
-    columns = (TextColumn("replay"), BarColumn(), TextColumn("{task.completed:,.0f} B"),
-               TransferSpeedColumn())
+    columns = (
+        TextColumn("replay"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} B"),
+        TransferSpeedColumn(),
+    )
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("replay", total=total)
         for number, line in enumerate(stream, 1):
@@ -137,10 +149,16 @@ def _print_summary(
     table.add_column("rule")
     for severity in ("low", "medium", "high"):
         table.add_column(severity, justify="right")
-    rules = ("unsolicited_retweet_request", "follower_spike", "follow_churn",
-             "duplicate_reply_spam")
+    rules = (
+        "unsolicited_retweet_request",
+        "follower_spike",
+        "follow_churn",
+        "duplicate_reply_spam",
+    )
     for rule in rules:
-        table.add_row(rule, *(str(stats.alerts.get((rule, s), 0)) for s in ("low", "medium", "high")))
+        table.add_row(
+            rule, *(str(stats.alerts.get((rule, s), 0)) for s in ("low", "medium", "high"))
+        )
     err.print(table)
     if rejected:
         codes = Table(title="rejected lines by code", title_justify="left")
@@ -156,12 +174,22 @@ def _print_summary(
 @click.option("--users", type=int, default=2000, show_default=True)
 @click.option("--hours", type=float, default=24.0, show_default=True)
 @click.option("--organic-events", type=int, default=40_000, show_default=True)
-@click.option("--output", "-o", default="-", type=click.Path(allow_dash=True, dir_okay=False),
-              help="Events as JSON Lines (default stdout).")
-@click.option("--expected", type=click.Path(dir_okay=False), default=None,
-              help="Expected alerts as JSON Lines (default: OUTPUT.expected.jsonl for a file).")
-def generate(seed: int, users: int, hours: float, organic_events: int, output: str,
-             expected: str | None) -> None:
+@click.option(
+    "--output",
+    "-o",
+    default="-",
+    type=click.Path(allow_dash=True, dir_okay=False),
+    help="Events as JSON Lines (default stdout).",
+)
+@click.option(
+    "--expected",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Expected alerts as JSON Lines (default: OUTPUT.expected.jsonl for a file).",
+)
+def generate(
+    seed: int, users: int, hours: float, organic_events: int, output: str, expected: str | None
+) -> None:
     """Seeded synthetic traffic with injected spam scenarios and near-misses."""
     from service.generate import generate_traffic, write_jsonl
 
@@ -179,8 +207,13 @@ def generate(seed: int, users: int, hours: float, organic_events: int, output: s
 
 
 @main.command()
-@click.option("--out", "out_dir", default="schemas", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    default="schemas",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
 def schemas(out_dir: Path) -> None:
     """Write the JSON Schema of every topic's messages into OUT."""
     from service.schemas import write_schemas

@@ -20,7 +20,7 @@ from service.state import (
     ActorState,
     TargetState,
 )
-from service.windows import MINUTE_MS, BucketSpec, HOUR_MS, Levels, timeline_levels
+from service.windows import HOUR_MS, MINUTE_MS, BucketSpec, Levels, timeline_levels
 
 # Signs that a follower looks bought (bit flags carried from stage 1 to stage 2).
 FRESH_ACCOUNT = 1

@@ -59,8 +59,10 @@ def parse_timestamp_ms(value: object) -> int:
 
 def format_timestamp(ms: int) -> str:
     """Epoch milliseconds as RFC 3339 UTC with millisecond precision."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 

@@ -40,7 +40,6 @@ from service.state import (
     ActorState,
     Episodes,
     RecentIds,
-    Relation,
     Tables,
     TargetState,
     id_hash,
@@ -331,4 +330,3 @@ def _admit(ids: RecentIds, watermark: int, h: int, at: int, lateness_ms: int) ->
     if h in ids:
         return Outcome.DUPLICATE
     return Outcome.PROCESSED
-

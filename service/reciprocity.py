@@ -33,7 +33,9 @@ BROADCASTER_RATIO = 3.0
 BALANCE_RATIO = 3.0
 
 
-def usage_mode(given_engagement: int, posts: int, given_any: int, received_engagement: int) -> UsageMode:
+def usage_mode(
+    given_engagement: int, posts: int, given_any: int, received_engagement: int
+) -> UsageMode:
     if given_any == 0:
         return "dormant"
     if posts > 0 and received_engagement >= BROADCASTER_RATIO * max(given_engagement, 1):

@@ -132,7 +132,9 @@ class FollowChurnSettings(Section):
         description="Contract: mostly targets that did not follow back; above this it is pruning.",
     )
     high_multiplier: float = Field(
-        4.0, ge=1.0, description="Escalate to high once churned pairs reach this many times the bar."
+        4.0,
+        ge=1.0,
+        description="Escalate to high once churned pairs reach this many times the bar.",
     )
 
 

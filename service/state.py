@@ -100,6 +100,7 @@ class ActorState:
     __slots__ = (
         "churn",
         "churn_samples",
+        "episodes",
         "given",
         "ids",
         "relation_count",
@@ -107,7 +108,6 @@ class ActorState:
         "strangers",
         "texts",
         "watermark",
-        "episodes",
     )
 
     def __init__(self) -> None:

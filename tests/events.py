@@ -14,10 +14,18 @@ T0 = 1_767_571_200_000  # 2026-01-05T00:00:00Z
 FIXED_NOW = T0 + 30 * 86_400_000
 _ids = itertools.count()
 
-FRESH = {"created_at": T0 - 3 * 86_400_000, "followers_count": 2, "following_count": 1800,
-         "posts_count": 0}
-ESTABLISHED = {"created_at": T0 - 900 * 86_400_000, "followers_count": 400,
-               "following_count": 350, "posts_count": 1200}
+FRESH = {
+    "created_at": T0 - 3 * 86_400_000,
+    "followers_count": 2,
+    "following_count": 1800,
+    "posts_count": 0,
+}
+ESTABLISHED = {
+    "created_at": T0 - 900 * 86_400_000,
+    "followers_count": 400,
+    "following_count": 350,
+    "posts_count": 1200,
+}
 
 
 def ev(

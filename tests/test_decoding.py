@@ -65,8 +65,9 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "code"), [(r, c) for _, r, c in INVALID],
-                         ids=[name for name, _, _ in INVALID])
+@pytest.mark.parametrize(
+    ("raw", "code"), [(r, c) for _, r, c in INVALID], ids=[name for name, _, _ in INVALID]
+)
 def test_invalid_input_maps_to_its_code(raw: bytes, code: str) -> None:
     result = decoder().decode(raw)
     assert isinstance(result, Rejection), result
@@ -93,8 +94,9 @@ VALID = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "expected_ms"), [(r, m) for _, r, m in VALID],
-                         ids=[name for name, _, _ in VALID])
+@pytest.mark.parametrize(
+    ("raw", "expected_ms"), [(r, m) for _, r, m in VALID], ids=[name for name, _, _ in VALID]
+)
 def test_both_timestamp_forms_become_epoch_ms(raw: bytes, expected_ms: int) -> None:
     result = decoder().decode(raw)
     assert isinstance(result, Event), result
@@ -114,8 +116,15 @@ def test_self_targeted_event_is_valid() -> None:
 
 
 def test_actor_snapshot_is_parsed() -> None:
-    raw = event(actor={"created_at": "2025-12-30T00:00:00Z", "followers_count": 3,
-                       "following_count": 2000, "posts_count": 0, "verified": False})
+    raw = event(
+        actor={
+            "created_at": "2025-12-30T00:00:00Z",
+            "followers_count": 3,
+            "following_count": 2000,
+            "posts_count": 0,
+            "verified": False,
+        }
+    )
     result = decoder().decode(raw)
     assert isinstance(result, Event) and result.actor is not None
     assert result.actor.following_count == 2000

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Final
 
 from service.context import ActorContext, AlertIntent
 from service.models import EventType, Severity
 
-RULE = "duplicate_reply_spam"
+RULE: Final = "duplicate_reply_spam"
 SAMPLE_CHARS = 280
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -41,9 +41,9 @@ def detect(ctx: ActorContext) -> None:
         return
     at = event.occurred_at
     window_ms = settings.window_seconds * 1000
-    target_cap = max(settings.min_distinct_targets, int(
-        settings.min_distinct_targets * settings.high_multiplier
-    ))
+    target_cap = max(
+        settings.min_distinct_targets, int(settings.min_distinct_targets * settings.high_multiplier)
+    )
     h = text_hash(normalized)
     texts = ctx.state.texts
     entry = _find(texts, h)
@@ -89,7 +89,7 @@ def detect(ctx: ActorContext) -> None:
             },
             summary=(
                 f"{event.actor_id} sent the same text to {distinct} different accounts in "
-                f"{minutes} min: \"{_short(entry[1])}\""
+                f'{minutes} min: "{_short(entry[1])}"'
             ),
             episode_gap_ms=window_ms,
         )

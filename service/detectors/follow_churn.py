@@ -3,12 +3,14 @@ back is farming follow-backs. Subject: the actor."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from service.context import ActorContext, AlertIntent
 from service.models import EventType, Severity
 from service.state import GIVEN_FOLLOW, RECEIVED_FOLLOW_BACK
 from service.windows import add, totals
 
-RULE = "follow_churn"
+RULE: Final = "follow_churn"
 FOLLOWS, UNFOLLOWS, CHURNED, CHURNED_FOLLOWED_BACK = range(4)
 MAX_SAMPLES = 20
 

@@ -3,6 +3,8 @@ that look bought. Subject: the account gaining followers (stage 2)."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from service.context import (
     FAST_FOLLOWER,
     FOLLOWS_FAR_MORE,
@@ -17,7 +19,7 @@ from service.models import Event, EventType, Severity
 from service.state import GIVEN_FOLLOW, RECEIVED_FOLLOW, ActorState
 from service.windows import DAY_MS, HOUR_MS, WINDOW_1H, WINDOW_7D, add, totals
 
-RULE = "follower_spike"
+RULE: Final = "follower_spike"
 FOLLOWS, LOW_QUALITY = 0, 1
 MAX_SAMPLES = 20
 
@@ -29,7 +31,10 @@ def follower_quality(config: Config, event: Event, actor: ActorState) -> int:
     snapshot = event.actor
     if snapshot is not None:
         created = snapshot.created_at
-        if created is not None and event.occurred_at - created < settings.fresh_account_days * DAY_MS:
+        if (
+            created is not None
+            and event.occurred_at - created < settings.fresh_account_days * DAY_MS
+        ):
             signs |= FRESH_ACCOUNT
         following = snapshot.following_count
         if following is not None and following >= settings.min_following_for_ratio:

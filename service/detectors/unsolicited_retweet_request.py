@@ -3,12 +3,12 @@ Subject: the requester. Stage 3: tallies what `stranger_check` found, keyed by t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from service.context import AlertIntent, RequesterContext
 from service.models import Severity
 
-RULE = "unsolicited_retweet_request"
+RULE: Final = "unsolicited_retweet_request"
 
 
 def detect(ctx: RequesterContext) -> None:

@@ -7,8 +7,9 @@ from tests.events import ev, replay, summary
 RULE = "follow_churn"
 
 
-def churn(pairs: int, unfollow_after_minutes: float, followed_back: int = 0,
-          actor: str = "churner") -> list:
+def churn(
+    pairs: int, unfollow_after_minutes: float, followed_back: int = 0, actor: str = "churner"
+) -> list:
     """`pairs` follows one minute apart, each unfollowed `unfollow_after_minutes` later; the
     first `followed_back` targets follow back 5 minutes after being followed."""
     events = []
@@ -25,19 +26,25 @@ CASES = [
     ("sixty_churned_pairs", churn(60, 120), [(RULE, "churner", "medium")]),
     ("forty_nine_churned_pairs", churn(49, 120), []),
     ("mostly_followed_back_is_pruning", churn(60, 120, followed_back=40), []),
-    ("some_followed_back_still_farming", churn(60, 120, followed_back=10),
-     [(RULE, "churner", "medium")]),
+    (
+        "some_followed_back_still_farming",
+        churn(60, 120, followed_back=10),
+        [(RULE, "churner", "medium")],
+    ),
     # unfollow 25 h after the follow: not a churned pair
     ("unfollows_after_a_day", churn(60, 25 * 60), []),
-    ("escalates_once", churn(220, 60),
-     [(RULE, "churner", "medium"), (RULE, "churner", "high")]),
-    ("unfollow_without_seen_follow",
-     [ev("unfollow", "churner", f"t{i}", i) for i in range(80)], []),
+    ("escalates_once", churn(220, 60), [(RULE, "churner", "medium"), (RULE, "churner", "high")]),
+    (
+        "unfollow_without_seen_follow",
+        [ev("unfollow", "churner", f"t{i}", i) for i in range(80)],
+        [],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("events", "expected"), [(e, x) for _, e, x in CASES],
-                         ids=[name for name, _, _ in CASES])
+@pytest.mark.parametrize(
+    ("events", "expected"), [(e, x) for _, e, x in CASES], ids=[name for name, _, _ in CASES]
+)
 def test_follow_churn(events: list, expected: list) -> None:
     assert summary(a for a in replay(events) if a.rule == RULE) == expected
 
