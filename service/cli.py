@@ -144,6 +144,7 @@ def _print_summary(
         f"late, {sum(rejected.values()):,} rejected; {stats.suppressed:,} repeat alerts "
         "suppressed inside open episodes.",
         highlight=False,
+        soft_wrap=True,
     )
     table = Table(title="alerts by rule", title_justify="left")
     table.add_column("rule")

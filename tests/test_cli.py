@@ -1,0 +1,103 @@
+"""The `reciprocity` command as a user runs it: real processes, real pipes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from service.models import Alert
+
+SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
+
+
+def reciprocity(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        timeout=300,
+        env=env,
+    )
+
+
+def score(alerts: list[Alert], expected: list[dict[str, object]]) -> list[str]:
+    """Problems: missed scenarios, alerting near-misses, alerts no scenario explains."""
+    problems = []
+    explained = set()
+    for item in expected:
+        key = (item["rule"], item["subject_id"])
+        got = [a for a in alerts if (a.rule, a.subject_id) == key]
+        if item["alert"]:
+            top = max((SEVERITY_RANK[a.severity.value] for a in got), default=0)
+            if top < SEVERITY_RANK[str(item["min_severity"])]:
+                problems.append(f"missed {item['scenario']} {key}: highest {top}")
+            explained.add(key)
+        elif got:
+            problems.append(f"near-miss alerted: {item['scenario']} {key}")
+    problems += [
+        f"unexpected {a.rule} for {a.subject_id}"
+        for a in alerts
+        if (a.rule, a.subject_id) not in explained
+    ]
+    return problems
+
+
+def test_generate_piped_into_replay_finds_every_scenario_and_no_near_miss(
+    tmp_path: Path,
+) -> None:
+    expected_path = tmp_path / "expected.jsonl"
+    generated = reciprocity("generate", "--seed", "7", "--expected", str(expected_path))
+    assert generated.returncode == 0, generated.stderr.decode()
+    replayed = reciprocity("replay", "-", stdin=generated.stdout)
+    assert replayed.returncode == 0, replayed.stderr.decode()
+    alerts = [Alert.model_validate_json(line) for line in replayed.stdout.splitlines()]
+    expected = [orjson.loads(line) for line in expected_path.read_bytes().splitlines()]
+    assert {e["rule"] for e in expected if e["alert"]} == {
+        "unsolicited_retweet_request",
+        "follower_spike",
+        "follow_churn",
+        "duplicate_reply_spam",
+    }
+    assert score(alerts, expected) == []
+    summary = replayed.stderr.decode()
+    assert "alerts by rule" in summary and "0 rejected" in summary
+
+
+def test_bad_lines_are_reported_with_line_number_and_code_and_the_run_goes_on() -> None:
+    good = b'{"event_id":"e1","type":"post","actor_id":"a","occurred_at":"2026-01-05T00:00:00Z"}'
+    lines = [
+        good,
+        b"not json",
+        b'{"event_id":"e2","type":"like","actor_id":"a","occurred_at":1}',
+        b"\xff\xfe",
+        b"",
+        good.replace(b"e1", b"e3"),
+    ]
+    result = reciprocity("replay", "-", "--profile", "a", stdin=b"\n".join(lines) + b"\n")
+    assert result.returncode == 0
+    err = result.stderr.decode()
+    assert "line 2: invalid_json" in err
+    assert "line 3: invalid_event_type" in err
+    assert "line 4: invalid_utf8" in err
+    assert "Traceback" not in err
+    assert "3 rejected" in err
+    assert '"posts": 2' in err  # the profile of `a`, printed at the end
+
+
+def test_bad_configuration_names_the_variable() -> None:
+    env = {"PATH": "/usr/bin:/bin", "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS": "many"}
+    result = reciprocity("replay", "-", stdin=b"", env=env)
+    assert result.returncode != 0
+    assert "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("command", ["replay", "generate", "schemas"])
+def test_help(command: str) -> None:
+    assert reciprocity(command, "--help").returncode == 0
