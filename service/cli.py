@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -18,6 +19,14 @@ from rich.table import Table
 from service.decoding import EventDecoder, Rejection
 from service.replay import Replayer
 from service.settings import Settings
+
+
+def tune_gc() -> None:
+    """State is millions of small long-lived lists; the default collector thresholds make full
+    collections walk them over and over (measured: a third of replay time). Cycles are rare
+    here, so collect far less often."""
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 1_000)
 
 
 def wall_clock_ms() -> int:
@@ -59,6 +68,7 @@ def replay(source: str, profile_ids: tuple[str, ...], quiet: bool) -> None:
     profiles go to stderr.
     """
     settings = load_settings()
+    tune_gc()
     err = Console(stderr=True)
     decoder = EventDecoder(settings.input, wall_clock_ms)
     replayer = Replayer(settings.detection, wall_clock_ms)
