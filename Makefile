@@ -18,12 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP) ## create .venv with the pinned dependencies
 
 fmt: $(STAMP) ## format and fix imports
-	$(VENV)/bin/ruff format service tests
-	$(VENV)/bin/ruff check --fix service tests
+	$(VENV)/bin/ruff format service tests bench
+	$(VENV)/bin/ruff check --fix service tests bench
 
 lint: $(STAMP) ## ruff
-	$(VENV)/bin/ruff check service tests
-	$(VENV)/bin/ruff format --check service tests
+	$(VENV)/bin/ruff check service tests bench
+	$(VENV)/bin/ruff format --check service tests bench
 
 typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy

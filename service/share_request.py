@@ -109,7 +109,7 @@ DEFAULT_REQUEST_PATTERNS: Final[tuple[str, ...]] = (
     rf"\b(?:follow|like|fav|fave)\s*(?:and|&|\+|n|/)\s*{_VERB}",
     r"\b(?:rt|retweet|share|repost)\s*(?:4|for)\s*(?:rt|retweet|share|repost)\b",
     # "give my thread a RT", "give this a retweet", "drop a share", "dale RT"
-    rf"\b(?:give|gimme|giv|drop|leave|throw)\s+(?:\w+\s+){{0,3}}?an?\s+"
+    rf"\b(?:give|giving|gimme|giv|drop|leave|throw)\s+(?:\w+\s+){{0,3}}?an?\s+"
     rf"(?:quick\s+|little\s+|small\s+)?{_NOUN}",
     r"\b(?:dale|denle|d[aá]|den|dame|danos|d[eê])\s+(?:un\s+|uma?\s+)?(?:rt|retuit)\b",
     # "a RT would mean a lot", "your retweet would help", "RTs appreciated"

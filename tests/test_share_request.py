@@ -28,6 +28,7 @@ REQUESTS: list[tuple[str, str]] = [
     ("please-repost", "please repost"),
     ("repost-this-please", "repost this please"),
     ("give-thread-a-rt", "give my thread a RT"),
+    ("mind-giving-a-retweet", "would you mind giving my post a retweet?"),
     ("give-this-a-retweet-emoji", "give this a retweet 🙏"),
     ("a-rt-would-mean", "a RT would mean a lot"),
     ("rt-if-you-agree", "RT if you agree"),
