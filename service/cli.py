@@ -13,6 +13,7 @@ from typing import BinaryIO
 import click
 import orjson
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 
@@ -37,6 +38,9 @@ def load_settings() -> Settings:
     """Settings from the environment, or exit naming every bad variable."""
     try:
         return Settings()
+    except SettingsError as exc:
+        # Raised for a value that is not valid JSON where a list or object is expected.
+        raise click.ClickException(f"invalid configuration: {exc}") from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False):
@@ -215,6 +219,19 @@ def generate(
     if expected:
         with open(expected, "wb") as out:
             write_jsonl((e.to_json() for e in traffic.expected), out)
+
+
+@main.command()
+def worker() -> None:
+    """Run the streaming worker (Faust) against the configured Kafka cluster."""
+    import faust
+
+    from service.worker.app import create_app
+
+    settings = load_settings()
+    tune_gc()
+    app = create_app(settings)
+    faust.Worker(app, loglevel=settings.worker.log_level).execute_from_commandline()
 
 
 @main.command()

@@ -87,11 +87,13 @@ class Config:
         self.settings = settings
         lateness_ms = settings.state.allowed_lateness_seconds * 1000
         self.lateness_ms = lateness_ms
+        # Incoming-side windows also absorb the skew between merged actor partitions.
+        incoming_disorder_ms = lateness_ms + settings.state.merge_skew_seconds * 1000
         self.given_levels: Levels = timeline_levels(GIVEN_KINDS, lateness_ms)
-        self.received_levels: Levels = timeline_levels(RECEIVED_KINDS, lateness_ms)
+        self.received_levels: Levels = timeline_levels(RECEIVED_KINDS, incoming_disorder_ms)
         spike = settings.follower_spike
         self.spike_spec = BucketSpec(
-            MINUTE_MS, spike.window_seconds // 60 + 1 + -(-lateness_ms // MINUTE_MS), 2
+            MINUTE_MS, spike.window_seconds // 60 + 1 + -(-incoming_disorder_ms // MINUTE_MS), 2
         )
         churn = settings.follow_churn
         self.churn_spec = BucketSpec(

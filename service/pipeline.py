@@ -74,7 +74,7 @@ class Outcome(Enum):
 class StageResult:
     outcome: Outcome
     alerts: list[Alert] = field(default_factory=list)
-    suppressed: int = 0  # alert intents absorbed by an open episode
+    suppressed: list[str] = field(default_factory=list)  # rules whose intent an episode absorbed
     forward: TargetMessage | None = None
     stranger_requests: list[StrangerRequest] = field(default_factory=list)
 
@@ -218,12 +218,14 @@ class Pipeline:
             state = TargetState()
         at = message.occurred_at
         h = message.event_hash
-        verdict = _admit(state.ids, state.watermark, h, at, config.lateness_ms)
-        if verdict is not Outcome.PROCESSED:
-            return StageResult(verdict)
+        # No event-time lateness here: stage 2 merges all actor partitions, so its disorder is
+        # the skew between them, not the producers'. Stage 1 already refused late events;
+        # what arrives twice here is a re-forward or a crash replay, both recent arrivals.
+        if h in state.ids:
+            return StageResult(Outcome.DUPLICATE)
+        state.ids.remember_arrival(h, self._ids_capacity)
         if at > state.watermark:
             state.watermark = at
-        state.ids.remember(h, at, state.watermark - config.lateness_ms, self._ids_capacity)
         if state.first_seen < 0 or at < state.first_seen:
             state.first_seen = at
         state.received.add(config.received_levels, at, _KIND[message.type])
@@ -266,10 +268,7 @@ class Pipeline:
         h = request.event_hash
         if h in state.request_ids:
             return StageResult(Outcome.DUPLICATE)
-        window_ms = self.config.settings.unsolicited_retweet_request.window_seconds * 1000
-        state.request_ids.remember(
-            h, request.occurred_at, request.occurred_at - window_ms, self._ids_capacity
-        )
+        state.request_ids.remember_arrival(h, self._ids_capacity)
         effects = Effects()
         ctx = RequesterContext(config=self.config, request=request, state=state, effects=effects)
         for detect in REQUESTER_DETECTORS:
@@ -284,7 +283,7 @@ class Pipeline:
         for intent in effects.alerts:
             alert = self._gate(intent, episodes)
             if alert is None:
-                result.suppressed += 1
+                result.suppressed.append(intent.rule)
             else:
                 result.alerts.append(alert)
 

@@ -28,7 +28,7 @@ class ReplayStats:
     suppressed: int = 0
 
     def count(self, result: StageResult) -> None:
-        self.suppressed += result.suppressed
+        self.suppressed += len(result.suppressed)
         for alert in result.alerts:
             self.alerts[(alert.rule, alert.severity.value)] += 1
 

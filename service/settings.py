@@ -6,8 +6,12 @@ Each threshold carries a one-line reason. Nested sections reject unknown keys, s
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.share_request import DEFAULT_NOT_A_REQUEST_PATTERNS, DEFAULT_REQUEST_PATTERNS
 
@@ -34,6 +38,16 @@ class StateSettings(Section):
             "Events this far behind the newest event time are re-ordered into place; older "
             "ones are counted as late and ignored. At most 300 s so the 5-minute buckets of "
             "the 1 h window still hold them."
+        ),
+    )
+    merge_skew_seconds: int = Field(
+        900,
+        ge=0,
+        le=3600,
+        description=(
+            "Stage 2 merges every actor partition; during a backlog one partition can run this "
+            "far ahead in event time, and incoming-side buckets are kept long enough to still "
+            "count the others' events."
         ),
     )
     recent_ids_per_account: int = Field(
@@ -176,6 +190,78 @@ class DetectionSettings(Section):
         return self
 
 
+class KafkaSettings(Section):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of the Kafka cluster."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certs.")
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            missing = [
+                name
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"{self.security_protocol} needs {', '.join(missing)}")
+        if self.ssl_cafile is not None and not self.ssl_cafile.is_file():
+            raise ValueError(f"ssl_cafile {self.ssl_cafile} is not a readable file")
+        return self
+
+
+class TopicSettings(Section):
+    events: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("social.events",), description="Input topics; a JSON list or comma-separated names."
+    )
+    alerts: str = "social.alerts"
+    dead_letters: str = "social.events.dlq"
+    partitions: int = Field(
+        8, ge=1, description="Partitions of the stage topics and tables: the most workers useful."
+    )
+    replication_factor: int = Field(1, ge=1, description="For topics the service creates.")
+    alerts_retention_days: int = Field(
+        30, ge=1, description="Alerts are evidence moderators may revisit for a month."
+    )
+    dead_letters_retention_days: int = Field(
+        14, ge=1, description="Long enough to fix a producer and re-drive its messages."
+    )
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+
+class WorkerSettings(Section):
+    app_id: str = Field("reciprocity", description="Consumer group and internal topic prefix.")
+    web_bind: str = "0.0.0.0"
+    web_host: str = Field(
+        "127.0.0.1", description="How other workers reach this one (request forwarding)."
+    )
+    web_port: int = Field(6066, ge=1, le=65535)
+    store: Literal["memory://", "rocksdb://"] = Field(
+        "memory://", description="Table store; rocksdb:// keeps state on disk (needs rocksdict)."
+    )
+    data_dir: Path = Field(Path("reciprocity-data"), description="Faust's state directory.")
+    batch_max_events: int = Field(
+        500, ge=1, description="Events per stage message: amortizes ~150 us of Faust per message."
+    )
+    batch_max_seconds: float = Field(
+        0.05, gt=0, description="Latency a partly filled batch may add."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class Settings(BaseSettings):
     """The whole configuration; environment variables `RECIPROCITY_<SECTION>__<FIELD>`."""
 
@@ -186,5 +272,8 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    worker: WorkerSettings = WorkerSettings()
     input: InputSettings = InputSettings()
     detection: DetectionSettings = DetectionSettings()

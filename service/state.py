@@ -84,6 +84,13 @@ class RecentIds:
                 self.floor = times[0]
             del times[0]
 
+    def remember_arrival(self, h: int, capacity: int) -> None:
+        """Remember by arrival order only: for stages whose input order is not event time."""
+        hashes = self.hashes
+        hashes.append(h)
+        if len(hashes) > capacity:
+            del hashes[0]
+
     def to_value(self) -> list[Any]:
         return [self.floor, self.hashes, self.times]
 

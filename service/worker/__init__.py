@@ -1,0 +1,1 @@
+"""The streaming worker: the detection core wrapped in Faust agents over Kafka."""

@@ -1,0 +1,336 @@
+"""`create_app(settings)`: the Faust app. Agents decode, call the core, write state, send.
+
+    events topic(s) ──ingest──▶ stage1 (key: actor) ──▶ stage2 (key: target) ──▶ stage3
+         │                         actors, relations      targets, relations     actors
+         └─(bad)─▶ dead letters        └──────────────┬─────────┴──────────────────┘
+                                                      ▼
+                                                   alerts
+
+Stage topics, tables and changelogs all have `topics.partitions` partitions and hash keys the
+same way, so an account's actor, target and relation rows live in one partition number and
+Faust assigns that number of every topic to one worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.helpers import create_ssl_context
+from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry
+
+from service.decoding import EventDecoder, Rejection
+from service.models import Alert, DeadLetter, format_timestamp
+from service.pipeline import Outcome, Pipeline, StageResult
+from service.reciprocity import profile
+from service.settings import KafkaSettings, Settings
+from service.worker.metrics import Metrics
+from service.worker.tables import (
+    ACTOR_CODEC,
+    KEY_CODEC,
+    RELATION_CODEC,
+    TARGET_CODEC,
+    StageTables,
+    register_codecs,
+)
+from service.worker.wire import (
+    MAX_BATCH_BYTES,
+    decode_event,
+    decode_stranger_request,
+    decode_target_message,
+    encode_event,
+    encode_stranger_request,
+    encode_target_message,
+    partition_for,
+)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def broker_credentials(kafka: KafkaSettings) -> Any:
+    context: ssl.SSLContext | None = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = create_ssl_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_password is not None  # settings validation guarantees it
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class Batches:
+    """Items grouped by destination partition, cut into messages below MAX_BATCH_BYTES."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, list[bytes]] = {}
+
+    def add(self, partition: int, item: Any) -> None:
+        self._items.setdefault(partition, []).append(orjson.dumps(item))
+
+    def messages(self) -> Iterable[tuple[int, bytes]]:
+        for partition, items in self._items.items():
+            chunk: list[bytes] = []
+            size = 0
+            for item in items:
+                if chunk and size + len(item) > MAX_BATCH_BYTES:
+                    yield partition, b"[" + b",".join(chunk) + b"]"
+                    chunk, size = [], 0
+                chunk.append(item)
+                size += len(item) + 1
+            if chunk:
+                yield partition, b"[" + b",".join(chunk) + b"]"
+        self._items.clear()
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+    register_codecs()
+    worker = settings.worker
+    topics = settings.topics
+    partitions = topics.partitions
+    app = faust.App(
+        worker.app_id,
+        broker=[f"kafka://{host.strip()}" for host in settings.kafka.bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings.kafka),
+        store=worker.store,
+        datadir=str(worker.data_dir),
+        web_bind=worker.web_bind,
+        web_port=worker.web_port,
+        web_host=worker.web_host,
+        canonical_url=f"http://{worker.web_host}:{worker.web_port}",
+        topic_partitions=partitions,
+        topic_replication_factor=topics.replication_factor,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+        web_enabled=True,
+    )
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = Metrics(registry)
+    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
+
+    def internal_topic(name: str, **options: Any) -> Any:
+        return app.topic(
+            name,
+            partitions=partitions,
+            internal=True,
+            key_serializer="raw",
+            value_serializer="raw",
+            **options,
+        )
+
+    # Internal so that Faust creates input topics that do not exist yet (with our partition
+    # count) instead of ignoring them until a restart; existing topics are left as they are.
+    events_topic = app.topic(
+        *topics.events,
+        partitions=partitions,
+        internal=True,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    stage1_topic = internal_topic(f"{worker.app_id}-stage1-by-actor")
+    stage2_topic = internal_topic(f"{worker.app_id}-stage2-by-target")
+    stage3_topic = internal_topic(f"{worker.app_id}-stage3-by-requester")
+    alerts_topic = internal_topic(
+        topics.alerts, retention=timedelta(days=topics.alerts_retention_days)
+    )
+    dead_letter_topic = internal_topic(
+        topics.dead_letters, retention=timedelta(days=topics.dead_letters_retention_days)
+    )
+
+    def table(name: str, codec: str) -> Any:
+        created: Any = app.Table(name, partitions=partitions)
+        # Faust derives serializers from key_type/value_type only; ours are codecs. The store
+        # and the changelog topic are created lazily, after this.
+        created.key_serializer = KEY_CODEC
+        created.value_serializer = codec
+        return created
+
+    actors = table("actors", ACTOR_CODEC)
+    targets = table("targets", TARGET_CODEC)
+    relations = table("relations", RELATION_CODEC)
+    state = StageTables(actors, targets, relations)
+    pipeline = Pipeline(settings.detection, state, wall_clock_ms)
+    decoder = EventDecoder(settings.input, wall_clock_ms)
+    metrics.track_sizes({"actors": lambda: len(actors), "targets": lambda: len(targets)})
+    newest_event_ms = [-1]
+
+    def count(stage: str, result: StageResult, alerts: list[Alert]) -> None:
+        if result.outcome is Outcome.DUPLICATE:
+            metrics.duplicates.labels(stage).inc()
+        elif result.outcome is Outcome.LATE:
+            metrics.late.labels(stage).inc()
+        for rule in result.suppressed:
+            metrics.suppressed.labels(rule).inc()
+        alerts.extend(result.alerts)
+
+    async def publish(alerts: list[Alert]) -> None:
+        for alert in alerts:
+            metrics.alerts.labels(alert.rule, alert.severity.value).inc()
+            await alerts_topic.send(
+                key=alert.subject_id.encode(), value=orjson.dumps(alert.model_dump(mode="json"))
+            )
+
+    async def send_batches(topic: Any, batches: Batches) -> None:
+        for partition, value in batches.messages():
+            await topic.send(value=value, partition=partition)
+
+    @app.agent(events_topic, name="ingest")
+    async def ingest(stream: Any) -> None:
+        # No table writes here, so batching with take_events is safe (faust #497).
+        async for batch in stream.take_events(worker.batch_max_events, worker.batch_max_seconds):
+            started = time.perf_counter()
+            out = Batches()
+            for event in batch:
+                message = event.message
+                decoded = decoder.decode(message.value)
+                if isinstance(decoded, Rejection):
+                    metrics.rejected.labels(decoded.code).inc()
+                    await dead_letter_topic.send(
+                        key=message.key,
+                        value=dead_letter(
+                            decoded,
+                            message.topic,
+                            message.partition,
+                            message.offset,
+                            message.key,
+                            message.value,
+                        ),
+                    )
+                    continue
+                out.add(partition_for(decoded.actor_id, partitions), encode_event(decoded))
+            await send_batches(stage1_topic, out)
+            metrics.stage_events.labels("ingest").inc(len(batch))
+            metrics.stage_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    @app.agent(stage1_topic, name="stage1_by_actor")
+    async def actor_stage(stream: Any) -> None:
+        async for message in stream:
+            started = time.perf_counter()
+            items = orjson.loads(message)
+            forwards = Batches()
+            alerts: list[Alert] = []
+            now_s = time.time()
+            for item in items:
+                event = decode_event(item)
+                result = pipeline.actor_stage(event)
+                count("stage1", result, alerts)
+                if result.outcome is Outcome.PROCESSED or result.outcome is Outcome.SELF_TARGETED:
+                    metrics.events.labels(event.type.value).inc()
+                    metrics.lag.observe(now_s - event.occurred_at / 1000)
+                    if event.occurred_at > newest_event_ms[0]:
+                        newest_event_ms[0] = event.occurred_at
+                if result.forward is not None:
+                    forwards.add(
+                        partition_for(result.forward.target_id, partitions),
+                        encode_target_message(result.forward),
+                    )
+            metrics.state_writes.labels("stage1").inc(state.flush())
+            await publish(alerts)
+            await send_batches(stage2_topic, forwards)
+            metrics.stage_events.labels("stage1").inc(len(items))
+            metrics.stage_seconds.labels("stage1").observe(time.perf_counter() - started)
+
+    @app.agent(stage2_topic, name="stage2_by_target")
+    async def target_stage(stream: Any) -> None:
+        async for message in stream:
+            started = time.perf_counter()
+            items = orjson.loads(message)
+            requests = Batches()
+            alerts: list[Alert] = []
+            for item in items:
+                result = pipeline.target_stage(decode_target_message(item))
+                count("stage2", result, alerts)
+                for request in result.stranger_requests:
+                    requests.add(
+                        partition_for(request.requester_id, partitions),
+                        encode_stranger_request(request),
+                    )
+            metrics.state_writes.labels("stage2").inc(state.flush())
+            await publish(alerts)
+            await send_batches(stage3_topic, requests)
+            metrics.stage_events.labels("stage2").inc(len(items))
+            metrics.stage_seconds.labels("stage2").observe(time.perf_counter() - started)
+
+    @app.agent(stage3_topic, name="stage3_by_requester")
+    async def requester_stage(stream: Any) -> None:
+        async for message in stream:
+            started = time.perf_counter()
+            items = orjson.loads(message)
+            alerts: list[Alert] = []
+            for item in items:
+                count("stage3", pipeline.requester_stage(decode_stranger_request(item)), alerts)
+            metrics.state_writes.labels("stage3").inc(state.flush())
+            await publish(alerts)
+            metrics.stage_events.labels("stage3").inc(len(items))
+            metrics.stage_seconds.labels("stage3").observe(time.perf_counter() - started)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def declare_output_topics() -> None:
+        # Nothing consumes these here; declare them so subscribers can attach before the first
+        # alert or dead letter exists.
+        await alerts_topic.maybe_declare()
+        await dead_letter_topic.maybe_declare()
+
+    @app.page("/healthz")
+    async def healthz(web: View, request: Request) -> Response:
+        return web.json({"status": "alive"})
+
+    @app.page("/readyz")
+    async def readyz(web: View, request: Request) -> Response:
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        body = {"ready": recovered and not app.rebalancing, "recovered": recovered}
+        return web.json(body, status=200 if body["ready"] else 503)
+
+    @app.page("/users/{user_id}/reciprocity")
+    @app.table_route(table=actors, match_info="user_id")
+    async def reciprocity(web: View, request: Request, user_id: str) -> Response:
+        actor = actors.get(user_id)
+        target = targets.get(user_id)
+        now_ms = max(
+            newest_event_ms[0],
+            actor.watermark if actor is not None else -1,
+            target.watermark if target is not None else -1,
+        )
+        return web.json(profile(pipeline.config, user_id, actor, target, now_ms))
+
+    app.reciprocity_metrics = metrics  # type: ignore[attr-defined]
+    return app
+
+
+def dead_letter(
+    rejection: Rejection,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+) -> bytes:
+    record = DeadLetter(
+        code=rejection.code,
+        message=rejection.message,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        key_b64=base64.b64encode(key).decode() if key is not None else None,
+        value_b64=base64.b64encode(value).decode() if value is not None else None,
+        rejected_at=format_timestamp(wall_clock_ms()),
+    )
+    return orjson.dumps(record.model_dump(mode="json"))
