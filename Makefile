@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install fmt lint typecheck test bench schemas demo clean
+.PHONY: help install system-packages fmt lint typecheck test bench schemas demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,7 +28,10 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy
 
-test: $(STAMP) ## the whole test suite (what CI runs)
+system-packages: ## Debian packages the end-to-end tests use (kcat, prometheus, java, maven)
+	scripts/install-system-packages
+
+test: $(STAMP) system-packages ## the whole test suite (what CI runs); starts its own Kafka
 	$(PY) -m pytest
 
 schemas: $(STAMP) ## regenerate schemas/ from the models

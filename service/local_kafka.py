@@ -45,6 +45,8 @@ DEFAULT_STARTUP_TIMEOUT = 90.0
 DEFAULT_STOP_TIMEOUT = 20.0
 MAVEN_TIMEOUT = 900.0
 _MARKER = ".complete"
+_WORKDIR_PREFIX = "reciprocity-kafka-"
+_OWNER_FILE = "owner.pid"
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 # Quiet logging: warnings and errors to a file, plus the one "Kafka Server started" line.
 _LOG4J2 = """\
@@ -160,6 +162,21 @@ def _tail_file(path: Path, lines: int = 40) -> str:
         return _tail_text(path.read_text(errors="replace"), lines)
     except OSError:
         return "(no output)"
+
+
+def _remove_orphaned_workdirs() -> None:
+    """Delete temp dirs of brokers whose Python owner died without cleaning up (e.g. SIGKILL).
+
+    Their JVMs are gone already (they get SIGTERM when the owner dies); only the files remain.
+    """
+    for workdir in Path(tempfile.gettempdir()).glob(f"{_WORKDIR_PREFIX}*"):
+        try:
+            owner = int((workdir / _OWNER_FILE).read_text())
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(workdir, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # not ours to judge: unreadable, or owner alive under another user
 
 
 def _exit_with_parent() -> None:
@@ -298,7 +315,9 @@ class LocalKafka:
             for attempt in range(1, attempts + 1):
                 self.port = self._requested_port or free_port()
                 self.controller_port = free_port(frozenset({self.port}))
-                self.workdir = Path(tempfile.mkdtemp(prefix="reciprocity-kafka-"))
+                _remove_orphaned_workdirs()
+                self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
+                (self.workdir / _OWNER_FILE).write_text(f"{os.getpid()}\n")
                 atexit.register(self.stop)
                 try:
                     self._format_storage(java, libs)
@@ -306,9 +325,12 @@ class LocalKafka:
                     self._wait_ready()
                     return self
                 except KafkaStartError as exc:
-                    self._stop_locked()
                     # Another process may take a probed port before the broker binds it.
-                    if "Address already in use" not in str(exc) or attempt == attempts:
+                    lost_port = "already in use" in str(exc) or self._log_mentions(
+                        "Address already in use"
+                    )
+                    self._stop_locked()
+                    if not lost_port or attempt == attempts:
                         raise
                 except BaseException:  # Ctrl-C or anything else mid-start: leave nothing behind
                     self._stop_locked()
@@ -397,6 +419,9 @@ class LocalKafka:
 
     def _launch(self, java: str, libs: Path) -> None:
         assert self.workdir is not None
+        for port in (self.port, self.controller_port):
+            if port_open(self.host, port):  # else the readiness probe could find someone else
+                raise KafkaStartError(f"port {self.host}:{port} is already in use")
         cmd = self._java_cmd(java, libs, BROKER_MAIN, str(self.workdir / "server.properties"))
         with open(self.workdir / "stdout.log", "wb") as out:
             self._process = subprocess.Popen(
@@ -428,6 +453,15 @@ class LocalKafka:
                     f"{self.startup_timeout:.0f} s.\n{self._log_tails()}"
                 )
             time.sleep(0.1)
+
+    def _log_mentions(self, text: str) -> bool:
+        if self.workdir is None:
+            return False
+        for name in ("server.log", "stdout.log"):
+            with contextlib.suppress(OSError):
+                if text in (self.workdir / name).read_text(errors="replace"):
+                    return True
+        return False
 
     def _log_tails(self) -> str:
         assert self.workdir is not None
@@ -465,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # A shell starts background jobs with SIGINT ignored; make `kill -INT` stop us anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     print(f"Starting Kafka {kafka_version()} ...", file=sys.stderr, flush=True)
     try:

@@ -29,8 +29,9 @@ async def _round_trip(bootstrap: str, topic: str, value: bytes) -> bytes:
         message = await asyncio.wait_for(consumer.getone(), timeout=30)
     finally:
         await consumer.stop()
-    assert message.value is not None
-    return message.value
+    value_out = message.value
+    assert isinstance(value_out, bytes)
+    return value_out
 
 
 @pytest.mark.kafka

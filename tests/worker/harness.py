@@ -1,0 +1,185 @@
+"""Real processes around a real broker: workers, producers and readers for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from service.local_kafka import free_port
+
+
+class Worker:
+    """`reciprocity worker` as a user runs it, in its own process group."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        app_id: str,
+        topics: dict[str, str],
+        partitions: int,
+        workdir: Path,
+        name: str,
+    ) -> None:
+        self.port = free_port()
+        self.log = workdir / f"{name}.log"
+        self.env = {
+            **os.environ,
+            "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "RECIPROCITY_WORKER__APP_ID": app_id,
+            "RECIPROCITY_WORKER__WEB_PORT": str(self.port),
+            "RECIPROCITY_WORKER__WEB_HOST": "127.0.0.1",
+            "RECIPROCITY_WORKER__DATA_DIR": str(workdir / f"{name}-data"),
+            "RECIPROCITY_WORKER__LOG_LEVEL": "warning",
+            "RECIPROCITY_TOPICS__EVENTS": topics["events"],
+            "RECIPROCITY_TOPICS__ALERTS": topics["alerts"],
+            "RECIPROCITY_TOPICS__DEAD_LETTERS": topics["dead_letters"],
+            "RECIPROCITY_TOPICS__PARTITIONS": str(partitions),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> Worker:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
+            status, _ = self.get("/readyz")
+            if status == 200:
+                return self
+            time.sleep(0.5)
+        raise TimeoutError(f"worker not ready in {timeout} s: {self.log.read_text()[-3000:]}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+            )
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
+
+
+def produce(bootstrap: str, topic: str, lines: Iterable[bytes]) -> int:
+    """Each line a message keyed by its actor_id when it has one (as producers should)."""
+
+    async def run() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        await producer.start()
+        sent = 0
+        try:
+            for line in lines:
+                key = None
+                try:
+                    key = str(orjson.loads(line)["actor_id"]).encode()
+                except Exception:
+                    pass
+                await producer.send(topic, line, key=key)
+                sent += 1
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return sent
+
+    return asyncio.run(run())
+
+
+def kcat(*args: str, stdin: bytes | None = None) -> bytes:
+    result = subprocess.run(
+        ["kcat", *args], input=stdin, capture_output=True, timeout=120, check=True
+    )
+    return result.stdout
+
+
+def read_all(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every message of a topic, read with kcat, as JSON objects."""
+    out = kcat("-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\\n")
+    return [orjson.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    async def run() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            metadata = await consumer._client.fetch_all_metadata()
+            committed = await admin.list_consumer_group_offsets(group)
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in (metadata.partitions_for_topic(topic) or set())
+            ]
+            if not partitions:
+                return -1
+            ends = await consumer.end_offsets(partitions)
+            lag = 0
+            for tp in partitions:
+                done = committed.get(tp)
+                lag += ends[tp] - (done.offset if done is not None else 0)
+            return lag
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def wait_drained(bootstrap: str, group: str, topics: list[str], timeout: float = 300) -> None:
+    """Until every topic the group reads is consumed and committed, twice in a row."""
+    deadline = time.monotonic() + timeout
+    zero_seen = 0
+    while time.monotonic() < deadline:
+        lag = consumer_lag(bootstrap, group, topics)
+        zero_seen = zero_seen + 1 if lag == 0 else 0
+        if zero_seen >= 2:
+            return
+        time.sleep(2)
+    raise TimeoutError(f"group {group} still has lag {lag} on {topics}")
