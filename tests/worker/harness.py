@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -116,10 +117,8 @@ def produce(bootstrap: str, topic: str, lines: Iterable[bytes]) -> int:
         try:
             for line in lines:
                 key = None
-                try:
+                with contextlib.suppress(Exception):  # malformed lines go out unkeyed
                     key = str(orjson.loads(line)["actor_id"]).encode()
-                except Exception:
-                    pass
                 await producer.send(topic, line, key=key)
                 sent += 1
             await producer.flush()

@@ -200,7 +200,8 @@ def test_prometheus_scrapes_our_counters(run: Run, tmp_path: Path) -> None:
     config.write_text(
         "global: {scrape_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: reciprocity\n    static_configs: [{{targets: ['127.0.0.1:{run.worker.port}']}}]\n"
+        "  - job_name: reciprocity\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{run.worker.port}']}}]\n"
     )
     prometheus = subprocess.Popen(
         [
