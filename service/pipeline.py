@@ -63,6 +63,10 @@ _ASKING_TYPES = (EventType.REPLY, EventType.MENTION)
 _ENGAGED_RESOLUTION_MS = HOUR_MS
 
 
+# Outcome bits a relation keeps for the follow or unfollow that last changed it.
+_STARTED, _CHURNED, _BACK = 1, 2, 4
+
+
 class Outcome(Enum):
     PROCESSED = "processed"
     DUPLICATE = "duplicate"
@@ -90,7 +94,11 @@ class Pipeline:
         self._relations_capacity = settings.state.relations_per_account
 
     # -- stage 1 ------------------------------------------------------------------------------
-    def actor_stage(self, event: Event) -> StageResult:
+    def actor_stage(self, event: Event, position: int = -1, applied_upto: int = -1) -> StageResult:
+        """Stage 1. `position` is where this event's message sits in its stage input and
+        `applied_upto` the last position whose effects, forwards included, are known stored;
+        a duplicate applied at or before it is not forwarded again (the worker passes stage
+        message offsets; replay passes nothing)."""
         config = self.config
         tables = self.tables
         actor_id = event.actor_id
@@ -104,14 +112,22 @@ class Pipeline:
             return StageResult(Outcome.LATE)
         target_id = event.target_id
         if verdict is Outcome.DUPLICATE:
-            # Forward again: the first forward may be what a crash lost. Stage 2 de-duplicates.
+            # A crash can persist this account's state but lose the relation row or the
+            # forward written with it (separate tables and topics). Re-apply the relation
+            # change (idempotent per event) and forward again; stage 2 de-duplicates.
             forward = None
             if target_id is not None and target_id != actor_id:
-                forward = self._target_message(event, h, state)
+                self._update_relation(state, actor_id, target_id, event.type, at, h)
+                tables.actors[actor_id] = state
+                original = state.ids.position_of(h)
+                if original < 0 or original > applied_upto:
+                    forward = self._target_message(event, h, state)
             return StageResult(Outcome.DUPLICATE, forward=forward)
         if at > state.watermark:
             state.watermark = at
-        state.ids.remember(h, at, state.watermark - config.lateness_ms, self._ids_capacity)
+        state.ids.remember(
+            h, at, state.watermark - config.lateness_ms, self._ids_capacity, position
+        )
         if target_id == actor_id:
             tables.actors[actor_id] = state
             return StageResult(Outcome.SELF_TARGETED)
@@ -125,7 +141,7 @@ class Pipeline:
         started_follow = churned = churned_back = False
         if target_id is not None:
             started_follow, churned, churned_back = self._update_relation(
-                state, actor_id, target_id, kind, at
+                state, actor_id, target_id, kind, at, h
             )
         effects = Effects()
         ctx = ActorContext(
@@ -165,42 +181,52 @@ class Pipeline:
         )
 
     def _update_relation(
-        self, state: ActorState, actor_id: str, target_id: str, kind: EventType, at: int
+        self, state: ActorState, actor_id: str, target_id: str, kind: EventType, at: int, h: int
     ) -> tuple[bool, bool, bool]:
         """Apply the event to relation actor→target; say (started follow, churned pair,
-        churned pair had been followed back)."""
+        churned pair had been followed back).
+
+        Follows and unfollows record their event hash and outcome in the relation, so the same
+        event applied again (a crash replay where the relation row was saved but the actor's
+        state was not) gives the same answer instead of a different one.
+        """
         relations = self.tables.relations
         key = relation_key(actor_id, target_id)
         relation = relations.get(key)
+        if kind is not EventType.FOLLOW and kind is not EventType.UNFOLLOW:
+            if kind in _ENGAGEMENTS:
+                if relation is None:
+                    if self._room_for_relation(state):
+                        relations[key] = [0, -1, at, 0, 0]
+                elif at - relation[2] >= _ENGAGED_RESOLUTION_MS:
+                    relations[key] = [relation[0], relation[1], at, relation[3], relation[4]]
+            return False, False, False
+        if relation is not None and relation[3] == h:
+            outcome = relation[4]
+            return bool(outcome & _STARTED), bool(outcome & _CHURNED), bool(outcome & _BACK)
+        if relation is None:
+            if kind is EventType.UNFOLLOW or not self._room_for_relation(state):
+                return False, False, False
+            relation = [0, -1, -1, 0, 0]
+        flags, followed_at, engaged_at = relation[0], relation[1], relation[2]
+        outcome = 0
         if kind is EventType.FOLLOW:
-            if relation is None:
-                if not self._room_for_relation(state):
-                    return False, False, False
-                relations[key] = [FOLLOWS, at, -1]
-                return True, False, False
-            if relation[0] & FOLLOWS:
-                return False, False, False
-            relations[key] = [(relation[0] | FOLLOWS) & ~FOLLOWED_BACK, at, relation[2]]
-            return True, False, False
-        if kind is EventType.UNFOLLOW:
-            if relation is None or not relation[0] & FOLLOWS:
-                return False, False, False
+            if not flags & FOLLOWS:
+                flags = (flags | FOLLOWS) & ~FOLLOWED_BACK
+                followed_at = at
+                outcome = _STARTED
+        elif flags & FOLLOWS:
             churn_ms = self.config.settings.follow_churn.churn_within_seconds * 1000
-            churned = 0 <= at - relation[1] <= churn_ms
-            followed_back = bool(relation[0] & FOLLOWED_BACK)
-            if relation[2] < 0:
-                del relations[key]
-                state.relation_count -= 1
-            else:
-                relations[key] = [relation[0] & ~(FOLLOWS | FOLLOWED_BACK), -1, relation[2]]
-            return False, churned, followed_back
-        if kind in _ENGAGEMENTS:
-            if relation is None:
-                if self._room_for_relation(state):
-                    relations[key] = [0, -1, at]
-            elif at - relation[2] >= _ENGAGED_RESOLUTION_MS:
-                relations[key] = [relation[0], relation[1], at]
-        return False, False, False
+            if 0 <= at - followed_at <= churn_ms:
+                outcome = _CHURNED | (_BACK if flags & FOLLOWED_BACK else 0)
+            flags &= ~(FOLLOWS | FOLLOWED_BACK)
+            followed_at = -1
+        else:
+            return False, False, False
+        # An unfollowed relation stays (flags 0) so that a replayed unfollow still finds its
+        # outcome; it counts against relations_per_account like any other.
+        relations[key] = [flags, followed_at, engaged_at, h, outcome]
+        return bool(outcome & _STARTED), bool(outcome & _CHURNED), bool(outcome & _BACK)
 
     def _room_for_relation(self, state: ActorState) -> bool:
         if state.relation_count >= self._relations_capacity:
@@ -240,7 +266,7 @@ class Pipeline:
             and not relation[0] & FOLLOWED_BACK
         ):
             # The actor returned the target's follow: the target's follow was followed back.
-            tables.relations[key] = [relation[0] | FOLLOWED_BACK, relation[1], relation[2]]
+            tables.relations[key] = [relation[0] | FOLLOWED_BACK, *relation[1:]]
             state.received.add(config.received_levels, at, RECEIVED_FOLLOW_BACK)
         effects = Effects()
         ctx = TargetContext(

@@ -36,7 +36,8 @@ GIVEN_KINDS = 6
 ) = range(6)
 RECEIVED_KINDS = 6
 
-# Relation flags and layout: [flags, followed_at_ms, engaged_at_ms].
+# Relation flags and layout: [flags, followed_at_ms, engaged_at_ms, last_change_event_hash,
+# last_change_outcome] (the last two make a replayed follow/unfollow give the same outcome).
 FOLLOWS = 1
 FOLLOWED_BACK = 2
 Relation = list[int]
@@ -55,34 +56,44 @@ class RecentIds:
     """Hashes of recently seen event ids, for de-duplication within the lateness bound.
 
     Once full, the oldest id is forgotten and `floor` rises to its event time: anything at or
-    below the floor is treated as late, so a forgotten id can never be counted twice.
+    below the floor is treated as late, so a forgotten id can never be counted twice. Each id
+    also keeps the position (stage message offset, or -1) of the message that applied it.
     """
 
-    __slots__ = ("floor", "hashes", "times")
+    __slots__ = ("floor", "hashes", "positions", "times")
 
     def __init__(
-        self, hashes: list[int] | None = None, times: list[int] | None = None, floor: int = -1
+        self,
+        hashes: list[int] | None = None,
+        times: list[int] | None = None,
+        floor: int = -1,
+        positions: list[int] | None = None,
     ) -> None:
         self.hashes: list[int] = hashes if hashes is not None else []
         self.times: list[int] = times if times is not None else []
+        self.positions: list[int] = positions if positions is not None else []
         self.floor = floor
 
     def __contains__(self, h: int) -> bool:
         return h in self.hashes
 
-    def remember(self, h: int, at_ms: int, oldest_useful_ms: int, capacity: int) -> None:
-        hashes, times = self.hashes, self.times
+    def position_of(self, h: int) -> int:
+        return self.positions[self.hashes.index(h)]
+
+    def remember(
+        self, h: int, at_ms: int, oldest_useful_ms: int, capacity: int, position: int = -1
+    ) -> None:
+        hashes, times, positions = self.hashes, self.times, self.positions
         hashes.append(h)
         times.append(at_ms)
+        positions.append(position)
         # Ids older than the lateness bound can never be re-counted anyway: drop them first.
         while times and times[0] < oldest_useful_ms:
-            del hashes[0]
-            del times[0]
+            del hashes[0], times[0], positions[0]
         while len(hashes) > capacity:
-            del hashes[0]
             if times[0] > self.floor:
                 self.floor = times[0]
-            del times[0]
+            del hashes[0], times[0], positions[0]
 
     def remember_arrival(self, h: int, capacity: int) -> None:
         """Remember by arrival order only: for stages whose input order is not event time."""
@@ -92,11 +103,11 @@ class RecentIds:
             del hashes[0]
 
     def to_value(self) -> list[Any]:
-        return [self.floor, self.hashes, self.times]
+        return [self.floor, self.hashes, self.times, self.positions]
 
     @classmethod
     def from_value(cls, value: list[Any]) -> RecentIds:
-        return cls(value[1], value[2], value[0])
+        return cls(value[1], value[2], value[0], value[3])
 
 
 # An episode per rule: [started_ms, last_trigger_ms, highest_severity_rank_sent].

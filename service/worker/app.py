@@ -13,10 +13,10 @@ Faust assigns that number of every topic to one worker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
 import time
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +33,7 @@ from service.pipeline import Outcome, Pipeline, StageResult
 from service.reciprocity import profile
 from service.settings import KafkaSettings, Settings
 from service.worker.metrics import Metrics
+from service.worker.progress import Batches, StageProgress, read_message
 from service.worker.tables import (
     ACTOR_CODEC,
     KEY_CODEC,
@@ -42,7 +43,6 @@ from service.worker.tables import (
     register_codecs,
 )
 from service.worker.wire import (
-    MAX_BATCH_BYTES,
     decode_event,
     decode_stranger_request,
     decode_target_message,
@@ -72,30 +72,6 @@ def broker_credentials(kafka: KafkaSettings) -> Any:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
-
-
-class Batches:
-    """Items grouped by destination partition, cut into messages below MAX_BATCH_BYTES."""
-
-    def __init__(self) -> None:
-        self._items: dict[int, list[bytes]] = {}
-
-    def add(self, partition: int, item: Any) -> None:
-        self._items.setdefault(partition, []).append(orjson.dumps(item))
-
-    def messages(self) -> Iterable[tuple[int, bytes]]:
-        for partition, items in self._items.items():
-            chunk: list[bytes] = []
-            size = 0
-            for item in items:
-                if chunk and size + len(item) > MAX_BATCH_BYTES:
-                    yield partition, b"[" + b",".join(chunk) + b"]"
-                    chunk, size = [], 0
-                chunk.append(item)
-                size += len(item) + 1
-            if chunk:
-                yield partition, b"[" + b",".join(chunk) + b"]"
-        self._items.clear()
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
@@ -158,9 +134,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     def table(name: str, codec: str) -> Any:
         created: Any = app.Table(name, partitions=partitions)
         # Faust derives serializers from key_type/value_type only; ours are codecs. The store
-        # and the changelog topic are created lazily, after this.
+        # is created lazily, but registering the table already built its changelog topic with
+        # JSON serializers, and recovery decodes with those: build it again with ours.
         created.key_serializer = KEY_CODEC
         created.value_serializer = codec
+        created._changelog_topic = created._new_changelog_topic()
         return created
 
     actors = table("actors", ACTOR_CODEC)
@@ -181,16 +159,29 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             metrics.suppressed.labels(rule).inc()
         alerts.extend(result.alerts)
 
-    async def publish(alerts: list[Alert]) -> None:
+    async def publish(alerts: list[Alert]) -> list[Any]:
+        pending = []
         for alert in alerts:
             metrics.alerts.labels(alert.rule, alert.severity.value).inc()
-            await alerts_topic.send(
-                key=alert.subject_id.encode(), value=orjson.dumps(alert.model_dump(mode="json"))
+            pending.append(
+                await alerts_topic.send(
+                    key=alert.subject_id.encode(),
+                    value=orjson.dumps(alert.model_dump(mode="json")),
+                )
             )
+        return pending
 
-    async def send_batches(topic: Any, batches: Batches) -> None:
-        for partition, value in batches.messages():
+    async def send_batches(
+        topic: Any, batches: Batches, origin_partition: int, origin_offset: int
+    ) -> list[Any]:
+        return [
             await topic.send(value=value, partition=partition)
+            for partition, value in batches.messages(origin_partition, origin_offset)
+        ]
+
+    async def delivered(sends: list[Any]) -> None:
+        if sends:
+            await asyncio.gather(*sends)
 
     @app.agent(events_topic, name="ingest")
     async def ingest(stream: Any) -> None:
@@ -216,21 +207,26 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                     )
                     continue
                 out.add(partition_for(decoded.actor_id, partitions), encode_event(decoded))
-            await send_batches(stage1_topic, out)
+            await send_batches(stage1_topic, out, -1, -1)
             metrics.stage_events.labels("ingest").inc(len(batch))
             metrics.stage_seconds.labels("ingest").observe(time.perf_counter() - started)
 
     @app.agent(stage1_topic, name="stage1_by_actor")
     async def actor_stage(stream: Any) -> None:
-        async for message in stream:
+        async for stage_event in stream.events():
+            source = stage_event.message
+            header, items = read_message(source.value)
+            progress = StageProgress(actors, source.topic, source.partition, source.offset)
+            if progress.already_applied(header):
+                metrics.replayed_messages.labels("stage1").inc()
+                continue
             started = time.perf_counter()
-            items = orjson.loads(message)
             forwards = Batches()
             alerts: list[Alert] = []
             now_s = time.time()
             for item in items:
                 event = decode_event(item)
-                result = pipeline.actor_stage(event)
+                result = pipeline.actor_stage(event, source.offset, progress.applied_upto)
                 count("stage1", result, alerts)
                 if result.outcome is Outcome.PROCESSED or result.outcome is Outcome.SELF_TARGETED:
                     metrics.events.labels(event.type.value).inc()
@@ -243,16 +239,24 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                         encode_target_message(result.forward),
                     )
             metrics.state_writes.labels("stage1").inc(state.flush())
-            await publish(alerts)
-            await send_batches(stage2_topic, forwards)
+            await delivered(
+                await publish(alerts)
+                + await send_batches(stage2_topic, forwards, source.partition, source.offset)
+            )
+            progress.record(header)
             metrics.stage_events.labels("stage1").inc(len(items))
             metrics.stage_seconds.labels("stage1").observe(time.perf_counter() - started)
 
     @app.agent(stage2_topic, name="stage2_by_target")
     async def target_stage(stream: Any) -> None:
-        async for message in stream:
+        async for stage_event in stream.events():
+            source = stage_event.message
+            header, items = read_message(source.value)
+            progress = StageProgress(targets, source.topic, source.partition, source.offset)
+            if progress.already_applied(header):
+                metrics.replayed_messages.labels("stage2").inc()
+                continue
             started = time.perf_counter()
-            items = orjson.loads(message)
             requests = Batches()
             alerts: list[Alert] = []
             for item in items:
@@ -264,21 +268,31 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                         encode_stranger_request(request),
                     )
             metrics.state_writes.labels("stage2").inc(state.flush())
-            await publish(alerts)
-            await send_batches(stage3_topic, requests)
+            await delivered(
+                await publish(alerts)
+                + await send_batches(stage3_topic, requests, source.partition, source.offset)
+            )
+            progress.record(header)
             metrics.stage_events.labels("stage2").inc(len(items))
             metrics.stage_seconds.labels("stage2").observe(time.perf_counter() - started)
 
     @app.agent(stage3_topic, name="stage3_by_requester")
     async def requester_stage(stream: Any) -> None:
-        async for message in stream:
+        async for stage_event in stream.events():
+            source = stage_event.message
+            header, items = read_message(source.value)
+            # Stage 3 writes the actors table too; its marker key names its own topic.
+            progress = StageProgress(actors, source.topic, source.partition, source.offset)
+            if progress.already_applied(header):
+                metrics.replayed_messages.labels("stage3").inc()
+                continue
             started = time.perf_counter()
-            items = orjson.loads(message)
             alerts: list[Alert] = []
             for item in items:
                 count("stage3", pipeline.requester_stage(decode_stranger_request(item)), alerts)
             metrics.state_writes.labels("stage3").inc(state.flush())
-            await publish(alerts)
+            await delivered(await publish(alerts))
+            progress.record(header)
             metrics.stage_events.labels("stage3").inc(len(items))
             metrics.stage_seconds.labels("stage3").observe(time.perf_counter() - started)
 

@@ -78,6 +78,12 @@ class Metrics:
             ["stage"],
             registry=registry,
         )
+        self.replayed_messages = Counter(
+            "reciprocity_stage_messages_replayed",
+            "Stage messages skipped after a restart because their effects were already stored.",
+            ["stage"],
+            registry=registry,
+        )
         self.tracked = Gauge(
             "reciprocity_tracked_accounts",
             "Accounts with state on this worker, by table.",

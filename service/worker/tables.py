@@ -83,20 +83,29 @@ class StageTables:
         return self.actors.flush() + self.targets.flush() + self.relations.flush()
 
 
+def progress_key(topic: str, partition: int) -> str:
+    """Key of a stage's progress marker. Account ids have no control characters or spaces, so
+    it cannot name an account."""
+    return f"\x00progress {topic} {partition}"
+
+
 class ActorStateCodec(codecs.Codec):
+    # Values are account states (JSON objects) or progress markers (JSON arrays).
     def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj.to_value())
+        return orjson.dumps(obj if isinstance(obj, list) else obj.to_value())
 
     def _loads(self, s: bytes) -> Any:
-        return ActorState.from_value(orjson.loads(s))
+        value = orjson.loads(s)
+        return value if isinstance(value, list) else ActorState.from_value(value)
 
 
 class TargetStateCodec(codecs.Codec):
     def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj.to_value())
+        return orjson.dumps(obj if isinstance(obj, list) else obj.to_value())
 
     def _loads(self, s: bytes) -> Any:
-        return TargetState.from_value(orjson.loads(s))
+        value = orjson.loads(s)
+        return value if isinstance(value, list) else TargetState.from_value(value)
 
 
 class RelationCodec(codecs.Codec):

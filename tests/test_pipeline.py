@@ -1,0 +1,50 @@
+"""Crash consistency between tables: an account's state and its relation rows are separate
+writes, and a crash can keep one without the other. Re-delivery must repair, not drift."""
+
+from __future__ import annotations
+
+import copy
+
+from service.pipeline import Outcome, Pipeline
+from service.settings import DetectionSettings
+from service.state import FOLLOWS, MemoryTables, relation_key
+from tests.events import FIXED_NOW, ev
+
+
+def pipeline() -> Pipeline:
+    return Pipeline(DetectionSettings(), MemoryTables.empty(), lambda: FIXED_NOW)
+
+
+def test_replayed_unfollow_with_lost_actor_state_still_counts_the_churned_pair() -> None:
+    p = pipeline()
+    follow, unfollow = ev("follow", "a", "b", 0), ev("unfollow", "a", "b", 30)
+    p.actor_stage(follow)
+    before = copy.deepcopy(p.tables.actors["a"])
+    p.actor_stage(unfollow)
+    churned = p.tables.actors["a"].churn
+    # Crash: the relation row (now unfollowed) was saved, the actor's state was not.
+    p.tables.actors["a"] = before
+    assert p.actor_stage(unfollow).outcome is Outcome.PROCESSED
+    assert p.tables.actors["a"].churn == churned
+
+
+def test_duplicate_with_lost_relation_row_restores_the_relation() -> None:
+    p = pipeline()
+    follow = ev("follow", "a", "b", 0)
+    p.actor_stage(follow)
+    # Crash: the actor's state (with the event id) was saved, the relation row was not.
+    del p.tables.relations[relation_key("a", "b")]
+    result = p.actor_stage(follow)
+    assert result.outcome is Outcome.DUPLICATE
+    assert result.forward is not None
+    assert p.tables.relations[relation_key("a", "b")][0] & FOLLOWS
+
+
+def test_replayed_follow_with_lost_actor_state_counts_the_follow_again() -> None:
+    p = pipeline()
+    follow = ev("follow", "a", "b", 0)
+    p.actor_stage(follow)
+    counted = copy.deepcopy(p.tables.actors["a"].churn)
+    del p.tables.actors["a"]
+    p.actor_stage(follow)
+    assert p.tables.actors["a"].churn == counted
