@@ -40,8 +40,8 @@ schemas: $(STAMP) ## regenerate schemas/ from the models
 bench: $(STAMP) ## benchmarks (not part of the tests)
 	$(PY) -m bench
 
-demo: $(STAMP) ## synthetic traffic through the detectors, alerts on stdout
-	$(VENV)/bin/reciprocity generate --seed 7 | $(VENV)/bin/reciprocity replay -
+demo: $(STAMP) system-packages ## local Kafka + worker + generated traffic, alerts as they happen
+	$(VENV)/bin/reciprocity demo $(DEMO_ARGS)
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

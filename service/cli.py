@@ -222,6 +222,39 @@ def generate(
 
 
 @main.command()
+@click.option(
+    "--duration",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Stop after this many seconds.",
+)
+@click.option(
+    "--rate", type=float, default=2000.0, show_default=True, help="Generated events per second."
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--bootstrap", default=None, help="Use this Kafka cluster instead of starting a local broker."
+)
+@click.option("--port", type=int, default=None, help="Worker web port (default: a free one).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reciprocity-demo"),
+    show_default=True,
+    help="Worker state and log.",
+)
+def demo(
+    duration: float, rate: float, seed: int, bootstrap: str | None, port: int | None, workdir: Path
+) -> None:
+    """Local broker + worker + generated traffic; alerts shown as they happen."""
+    from service.demo import run_demo
+
+    load_settings()  # fail early on a bad environment, as the worker would
+    run_demo(duration, rate, seed, bootstrap, port, workdir)
+
+
+@main.command()
 def worker() -> None:
     """Run the streaming worker (Faust) against the configured Kafka cluster."""
     import faust
