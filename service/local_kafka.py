@@ -408,7 +408,14 @@ class LocalKafka:
         (self.workdir / "log4j2.properties").write_text(_LOG4J2.format(log_file=self.log_file))
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = self._java_cmd(
-            java, libs, STORAGE_TOOL_MAIN, "format", "-t", cluster_id, "-c", str(config)
+            # `=` form: a base64 id may start with "-", which would read as an option.
+            java,
+            libs,
+            STORAGE_TOOL_MAIN,
+            "format",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(config),
         )
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
