@@ -1,0 +1,49 @@
+"""The floor for any Faust app here: one agent that only consumes a topic and counts.
+
+Run as `python -m bench.bare_faust BOOTSTRAP TOPIC COUNT OUT`; writes the seconds from its
+first message to its COUNT-th into the file OUT (Faust takes over stdout) and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+
+import faust
+
+
+def main() -> None:
+    bootstrap, topic_name, expected, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    app = faust.App(
+        f"bare-{uuid.uuid4().hex[:6]}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=tempfile.mkdtemp(),
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+    )
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+    seen = [0, 0.0]
+
+    @app.agent(topic)
+    async def count(stream):  # type: ignore[no-untyped-def]
+        async for _ in stream:
+            if seen[0] == 0:
+                seen[1] = time.perf_counter()
+            seen[0] += 1
+            if seen[0] == expected:
+                with open(out, "w") as result:
+                    result.write(f"{time.perf_counter() - seen[1]:.6f}\n")
+                os._exit(0)
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
