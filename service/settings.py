@@ -254,10 +254,24 @@ class WorkerSettings(Section):
     )
     data_dir: Path = Field(Path("reciprocity-data"), description="Faust's state directory.")
     batch_max_events: int = Field(
-        500, ge=1, description="Events per stage message: amortizes ~150 us of Faust per message."
+        4000,
+        ge=1,
+        description="Events ingested per batch. Each batch becomes one stage-1 message per "
+        "partition and those fan out again to stage 2, and every stage message costs Faust "
+        "~150 us plus a producer round trip: big batches keep stage-2 messages big.",
     )
     batch_max_seconds: float = Field(
-        0.05, gt=0, description="Latency a partly filled batch may add."
+        0.5, gt=0, description="Latency a partly filled ingest batch may add."
+    )
+    producer_batch_bytes: int = Field(
+        524_288,
+        ge=16_384,
+        le=1_000_000,
+        description="Per-partition producer batch: aiokafka blocks a send while a full batch "
+        "waits for its round trip, and every table write is a changelog send.",
+    )
+    producer_linger_seconds: float = Field(
+        0.0, ge=0, description="Extra wait to fill producer batches (adds to every hop)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -42,6 +42,7 @@ from service.worker.tables import (
     StageTables,
     register_codecs,
 )
+from service.worker.topics import TopicSpec, admin_client, ensure_topics, topic_spec
 from service.worker.wire import (
     decode_event,
     decode_stranger_request,
@@ -57,10 +58,17 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def broker_credentials(kafka: KafkaSettings) -> Any:
-    context: ssl.SSLContext | None = None
+def broker_ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        context = create_ssl_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
+        )
+        return context
+    return None
+
+
+def broker_credentials(kafka: KafkaSettings) -> Any:
+    context = broker_ssl_context(kafka)
     if kafka.security_protocol.startswith("SASL"):
         assert kafka.sasl_password is not None  # settings validation guarantees it
         return faust.SASLCredentials(
@@ -74,12 +82,26 @@ def broker_credentials(kafka: KafkaSettings) -> Any:
     return None
 
 
+class ReciprocityApp(faust.App):
+    """Creates every topic it uses before its consumer subscribes (see worker.topics)."""
+
+    kafka_settings: KafkaSettings
+    topic_specs: list[TopicSpec]
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        admin = admin_client(self.kafka_settings, broker_ssl_context(self.kafka_settings))
+        created = await ensure_topics(admin, self.topic_specs)
+        if created:
+            self.log.info("Created topics: %s", ", ".join(created))
+
+
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
     register_codecs()
     worker = settings.worker
     topics = settings.topics
     partitions = topics.partitions
-    app = faust.App(
+    app = ReciprocityApp(
         worker.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings.kafka),
@@ -93,6 +115,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         topic_replication_factor=topics.replication_factor,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
+        producer_max_batch_size=worker.producer_batch_bytes,
+        producer_linger=worker.producer_linger_seconds,
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
@@ -145,6 +169,22 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     targets = table("targets", TARGET_CODEC)
     relations = table("relations", RELATION_CODEC)
     state = StageTables(actors, targets, relations)
+    app.kafka_settings = settings.kafka
+    app.topic_specs = [
+        spec
+        for topic in (
+            events_topic,
+            stage1_topic,
+            stage2_topic,
+            stage3_topic,
+            alerts_topic,
+            dead_letter_topic,
+            actors.changelog_topic,
+            targets.changelog_topic,
+            relations.changelog_topic,
+        )
+        for spec in topic_spec(topic, topics.replication_factor)
+    ]
     pipeline = Pipeline(settings.detection, state, wall_clock_ms)
     decoder = EventDecoder(settings.input, wall_clock_ms)
     metrics.track_sizes({"actors": lambda: len(actors), "targets": lambda: len(targets)})
@@ -179,7 +219,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             for partition, value in batches.messages(origin_partition, origin_offset)
         ]
 
-    async def delivered(sends: list[Any]) -> None:
+    async def delivered(
+        stage: str, partition: int, changelog: list[list[Any]], sends: list[Any]
+    ) -> None:
+        """Wait until the state's changelog records and the outputs are acknowledged: only
+        then may the progress marker say this message is applied."""
+        records = [await asyncio.gather(*table) for table in changelog]
+        metrics.state_writes.labels(stage).inc(sum(len(table) for table in records))
+        state.delivered(partition, records)
         if sends:
             await asyncio.gather(*sends)
 
@@ -238,10 +285,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                         partition_for(result.forward.target_id, partitions),
                         encode_target_message(result.forward),
                     )
-            metrics.state_writes.labels("stage1").inc(state.flush())
+            changelog = await state.flush(source.partition)
             await delivered(
+                "stage1",
+                source.partition,
+                changelog,
                 await publish(alerts)
-                + await send_batches(stage2_topic, forwards, source.partition, source.offset)
+                + await send_batches(stage2_topic, forwards, source.partition, source.offset),
             )
             progress.record(header)
             metrics.stage_events.labels("stage1").inc(len(items))
@@ -267,10 +317,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                         partition_for(request.requester_id, partitions),
                         encode_stranger_request(request),
                     )
-            metrics.state_writes.labels("stage2").inc(state.flush())
+            changelog = await state.flush(source.partition)
             await delivered(
+                "stage2",
+                source.partition,
+                changelog,
                 await publish(alerts)
-                + await send_batches(stage3_topic, requests, source.partition, source.offset)
+                + await send_batches(stage3_topic, requests, source.partition, source.offset),
             )
             progress.record(header)
             metrics.stage_events.labels("stage2").inc(len(items))
@@ -290,8 +343,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             alerts: list[Alert] = []
             for item in items:
                 count("stage3", pipeline.requester_stage(decode_stranger_request(item)), alerts)
-            metrics.state_writes.labels("stage3").inc(state.flush())
-            await delivered(await publish(alerts))
+            changelog = await state.flush(source.partition)
+            await delivered("stage3", source.partition, changelog, await publish(alerts))
             progress.record(header)
             metrics.stage_events.labels("stage3").inc(len(items))
             metrics.stage_seconds.labels("stage3").observe(time.perf_counter() - started)

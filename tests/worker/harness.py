@@ -48,6 +48,13 @@ class Worker:
             "RECIPROCITY_TOPICS__ALERTS": topics["alerts"],
             "RECIPROCITY_TOPICS__DEAD_LETTERS": topics["dead_letters"],
             "RECIPROCITY_TOPICS__PARTITIONS": str(partitions),
+            # Generated traffic packs a week into seconds, so one default ingest batch (4,000
+            # events) spans most of a day of event time, and a follow-back flagged at stage 2
+            # lands after stage 1 has already read the relation for the unfollow that came
+            # hours later. Real traffic puts ~0.5 s of event time in a batch. Smaller batches
+            # keep the stages as close in event time as real traffic does.
+            "RECIPROCITY_WORKER__BATCH_MAX_EVENTS": "200",
+            "RECIPROCITY_WORKER__BATCH_MAX_SECONDS": "0.05",
         }
         self.process: subprocess.Popen[bytes] | None = None
 
