@@ -202,14 +202,34 @@ def _print_summary(
     default=None,
     help="Expected alerts as JSON Lines (default: OUTPUT.expected.jsonl for a file).",
 )
+@click.option(
+    "--topic",
+    default=None,
+    help="Send the events to this Kafka topic instead (cluster and security from "
+    "RECIPROCITY_KAFKA__*), keyed by actor.",
+)
 def generate(
-    seed: int, users: int, hours: float, organic_events: int, output: str, expected: str | None
+    seed: int,
+    users: int,
+    hours: float,
+    organic_events: int,
+    output: str,
+    expected: str | None,
+    topic: str | None,
 ) -> None:
     """Seeded synthetic traffic with injected spam scenarios and near-misses."""
     from service.generate import generate_traffic, write_jsonl
 
+    settings = load_settings() if topic else None
     traffic = generate_traffic(seed, users=users, hours=hours, organic_events=organic_events)
-    if output == "-":
+    if settings is not None and topic is not None:
+        import asyncio
+
+        from service.kafka_clients import produce_events
+
+        sent = asyncio.run(produce_events(settings.kafka, topic, traffic.events))
+        click.echo(f"{sent:,} events sent to {topic}", err=True)
+    elif output == "-":
         write_jsonl(traffic.events, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     else:

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ssl
 import time
 from datetime import timedelta
 from typing import Any
 
 import faust
 import orjson
-from aiokafka.helpers import create_ssl_context
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
 from service.decoding import EventDecoder, Rejection
+from service.kafka_clients import ssl_context
 from service.models import Alert, DeadLetter, format_timestamp
 from service.pipeline import Outcome, Pipeline, StageResult
 from service.reciprocity import profile
@@ -58,17 +57,8 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def broker_ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        context: ssl.SSLContext = create_ssl_context(
-            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
-        )
-        return context
-    return None
-
-
 def broker_credentials(kafka: KafkaSettings) -> Any:
-    context = broker_ssl_context(kafka)
+    context = ssl_context(kafka)
     if kafka.security_protocol.startswith("SASL"):
         assert kafka.sasl_password is not None  # settings validation guarantees it
         return faust.SASLCredentials(
@@ -90,7 +80,7 @@ class ReciprocityApp(faust.App):
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        admin = admin_client(self.kafka_settings, broker_ssl_context(self.kafka_settings))
+        admin = admin_client(self.kafka_settings)
         created = await ensure_topics(admin, self.topic_specs)
         if created:
             self.log.info("Created topics: %s", ", ".join(created))
@@ -270,16 +260,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             started = time.perf_counter()
             forwards = Batches()
             alerts: list[Alert] = []
-            now_s = time.time()
+            # Per-event metric updates cost more than the detectors (labels() lookups, one
+            # histogram observation per event): count locally, publish once per message.
+            processed_by_type: dict[str, int] = {}
+            occurred: list[int] = []
             for item in items:
                 event = decode_event(item)
                 result = pipeline.actor_stage(event, source.offset, progress.applied_upto)
                 count("stage1", result, alerts)
                 if result.outcome is Outcome.PROCESSED or result.outcome is Outcome.SELF_TARGETED:
-                    metrics.events.labels(event.type.value).inc()
-                    metrics.lag.observe(now_s - event.occurred_at / 1000)
-                    if event.occurred_at > newest_event_ms[0]:
-                        newest_event_ms[0] = event.occurred_at
+                    kind = event.type.value
+                    processed_by_type[kind] = processed_by_type.get(kind, 0) + 1
+                    occurred.append(event.occurred_at)
                 if result.forward is not None:
                     forwards.add(
                         partition_for(result.forward.target_id, partitions),
@@ -294,6 +286,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 + await send_batches(stage2_topic, forwards, source.partition, source.offset),
             )
             progress.record(header)
+            for kind, processed in processed_by_type.items():
+                metrics.events.labels(kind).inc(processed)
+            if occurred:
+                metrics.observe_lags(time.time(), occurred)
+                newest_event_ms[0] = max(newest_event_ms[0], max(occurred))
             metrics.stage_events.labels("stage1").inc(len(items))
             metrics.stage_seconds.labels("stage1").observe(time.perf_counter() - started)
 

@@ -91,6 +91,11 @@ class Metrics:
             registry=registry,
         )
 
+    def observe_lags(self, now_s: float, occurred_at_ms: list[int]) -> None:
+        observe = self.lag.observe
+        for occurred in occurred_at_ms:
+            observe(now_s - occurred / 1000)
+
     def track_sizes(self, sizes: Mapping[str, Callable[[], int]]) -> None:
         for table, size in sizes.items():
             self.tracked.labels(table).set_function(size)

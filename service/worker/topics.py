@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from mode.utils.times import want_seconds
 
+from service.kafka_clients import client_options
 from service.settings import KafkaSettings
 
 
@@ -48,21 +49,8 @@ def topic_spec(topic: Any, default_replication: int) -> list[TopicSpec]:
     ]
 
 
-def admin_client(kafka: KafkaSettings, ssl_context: Any) -> AIOKafkaAdminClient:
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "security_protocol": kafka.security_protocol,
-    }
-    if ssl_context is not None:
-        options["ssl_context"] = ssl_context
-    if kafka.security_protocol.startswith("SASL"):
-        assert kafka.sasl_password is not None  # settings validation guarantees it
-        options.update(
-            sasl_mechanism=kafka.sasl_mechanism,
-            sasl_plain_username=kafka.sasl_username,
-            sasl_plain_password=kafka.sasl_password.get_secret_value(),
-        )
-    return AIOKafkaAdminClient(**options)
+def admin_client(kafka: KafkaSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**client_options(kafka))
 
 
 async def ensure_topics(
