@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -27,17 +28,24 @@ from prometheus_client import CollectorRegistry
 
 from service.decoding import EventDecoder, Rejection
 from service.kafka_clients import ssl_context
-from service.models import Alert, DeadLetter, format_timestamp
+from service.models import Alert, DeadLetter, EventType, format_timestamp
 from service.pipeline import Outcome, Pipeline, StageResult
 from service.reciprocity import profile
 from service.settings import KafkaSettings, Settings
 from service.worker.metrics import Metrics
-from service.worker.progress import Batches, StageProgress, read_message
+from service.worker.progress import (
+    ActorStageClock,
+    Batches,
+    Rewinds,
+    StageProgress,
+    read_message,
+)
 from service.worker.tables import (
     ACTOR_CODEC,
     KEY_CODEC,
     RELATION_CODEC,
     TARGET_CODEC,
+    Commit,
     StageTables,
     register_codecs,
 )
@@ -180,6 +188,29 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     metrics.track_sizes({"actors": lambda: len(actors), "targets": lambda: len(targets)})
     newest_event_ms = [-1]
 
+    def rewinds_for(stage: str) -> Rewinds:
+        async def seek(tp: Any, offset: int) -> None:
+            metrics.rewinds.labels(stage).inc()
+            app.log.warning("%s: %s skipped offset %d, seeking back to it", stage, tp, offset)
+            await app.consumer.seek(tp, offset)
+
+        async def log_start(tp: Any) -> int:
+            return int((await app.consumer.earliest_offsets(tp))[tp])
+
+        return Rewinds(seek, log_start, lambda: int(app.consumer_generation_id), time.monotonic)
+
+    actor_clock = ActorStageClock(
+        worker.stage1_idle_seconds, worker.stage2_max_wait_seconds, time.monotonic
+    )
+
+    def pausing() -> bool:
+        return bool(app.rebalancing) or not app.flow_control.is_active()
+
+    rewinds = {stage: rewinds_for(stage) for stage in ("ingest", "stage1", "stage2", "stage3")}
+    # Ingest keeps no state of its own: the next offset it needs is known while it holds the
+    # partition (this generation or, kept through a rebalance, the one before).
+    ingested: dict[Any, tuple[int, int]] = {}
+
     def count(stage: str, result: StageResult, alerts: list[Alert]) -> None:
         if result.outcome is Outcome.DUPLICATE:
             metrics.duplicates.labels(stage).inc()
@@ -209,16 +240,25 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             for partition, value in batches.messages(origin_partition, origin_offset)
         ]
 
-    async def delivered(
-        stage: str, partition: int, changelog: list[list[Any]], sends: list[Any]
+    async def deliver(
+        stage: str, partition: int, commit: Commit, *sending: Awaitable[list[Any]]
     ) -> None:
-        """Wait until the state's changelog records and the outputs are acknowledged: only
-        then may the progress marker say this message is applied."""
-        records = [await asyncio.gather(*table) for table in changelog]
+        """Outputs first, then the state that produced them, then (the caller) the progress
+        marker. A crash between outputs and state re-applies the message, which sends the same
+        outputs again (same origin, same alert ids: absorbed downstream). The other order
+        would lose them: the stored state would mark the message's events as seen, and a
+        stage that finds only duplicates sends nothing."""
+        try:
+            outputs = [future for send in sending for future in await send]
+            if outputs:
+                await asyncio.gather(*outputs)
+        except BaseException:
+            commit.release()
+            raise
+        sent = await state.send(commit, partition)
+        records = [await asyncio.gather(*table) for table in sent]
         metrics.state_writes.labels(stage).inc(sum(len(table) for table in records))
         state.delivered(partition, records)
-        if sends:
-            await asyncio.gather(*sends)
 
     @app.agent(events_topic, name="ingest")
     async def ingest(stream: Any) -> None:
@@ -226,8 +266,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async for batch in stream.take_events(worker.batch_max_events, worker.batch_max_seconds):
             started = time.perf_counter()
             out = Batches()
+            generation = int(app.consumer_generation_id)
             for event in batch:
                 message = event.message
+                last = ingested.get(message.tp)
+                expected = last[0] + 1 if last is not None and last[1] >= generation - 1 else -1
+                if not await rewinds["ingest"].admit(message.tp, message.offset, expected):
+                    continue
+                ingested[message.tp] = (message.offset, generation)
                 decoded = decoder.decode(message.value)
                 if isinstance(decoded, Rejection):
                     metrics.rejected.labels(decoded.code).inc()
@@ -254,8 +300,16 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             source = stage_event.message
             header, items = read_message(source.value)
             progress = StageProgress(actors, source.topic, source.partition, source.offset)
+            if not await rewinds["stage1"].admit(
+                source.tp, source.offset, progress.applied_upto + 1
+            ):
+                actor_clock.advance(source.partition, -1)
+                continue
             if progress.already_applied(header):
                 metrics.replayed_messages.labels("stage1").inc()
+                if source.offset > progress.applied_upto:
+                    progress.record_skipped()
+                actor_clock.advance(source.partition, -1)
                 continue
             started = time.perf_counter()
             forwards = Batches()
@@ -264,8 +318,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             # histogram observation per event): count locally, publish once per message.
             processed_by_type: dict[str, int] = {}
             occurred: list[int] = []
+            newest = -1
             for item in items:
                 event = decode_event(item)
+                if event.occurred_at > newest:
+                    newest = event.occurred_at
                 result = pipeline.actor_stage(event, source.offset, progress.applied_upto)
                 count("stage1", result, alerts)
                 if result.outcome is Outcome.PROCESSED or result.outcome is Outcome.SELF_TARGETED:
@@ -277,15 +334,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                         partition_for(result.forward.target_id, partitions),
                         encode_target_message(result.forward),
                     )
-            changelog = await state.flush(source.partition)
-            await delivered(
+            await deliver(
                 "stage1",
                 source.partition,
-                changelog,
-                await publish(alerts)
-                + await send_batches(stage2_topic, forwards, source.partition, source.offset),
+                state.commit(),
+                publish(alerts),
+                send_batches(stage2_topic, forwards, source.partition, source.offset),
             )
             progress.record(header)
+            actor_clock.advance(source.partition, newest)
             for kind, processed in processed_by_type.items():
                 metrics.events.labels(kind).inc(processed)
             if occurred:
@@ -300,27 +357,45 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             source = stage_event.message
             header, items = read_message(source.value)
             progress = StageProgress(targets, source.topic, source.partition, source.offset)
+            if not await rewinds["stage2"].admit(
+                source.tp, source.offset, progress.applied_upto + 1
+            ):
+                continue
             if progress.already_applied(header):
                 metrics.replayed_messages.labels("stage2").inc()
+                if source.offset > progress.applied_upto:
+                    progress.record_skipped()
                 continue
+            messages = [decode_target_message(item) for item in items]
+            # Only follows (follow-backs) and requests (the stranger check) read relations
+            # that stage 1 writes.
+            newest = max(
+                (
+                    message.occurred_at
+                    for message in messages
+                    if message.asks_for_share or message.type is EventType.FOLLOW
+                ),
+                default=-1,
+            )
+            if await actor_clock.wait(source.partition, newest, pausing):
+                metrics.stage2_waits.inc()
             started = time.perf_counter()
             requests = Batches()
             alerts: list[Alert] = []
-            for item in items:
-                result = pipeline.target_stage(decode_target_message(item))
+            for message in messages:
+                result = pipeline.target_stage(message)
                 count("stage2", result, alerts)
                 for request in result.stranger_requests:
                     requests.add(
                         partition_for(request.requester_id, partitions),
                         encode_stranger_request(request),
                     )
-            changelog = await state.flush(source.partition)
-            await delivered(
+            await deliver(
                 "stage2",
                 source.partition,
-                changelog,
-                await publish(alerts)
-                + await send_batches(stage3_topic, requests, source.partition, source.offset),
+                state.commit(),
+                publish(alerts),
+                send_batches(stage3_topic, requests, source.partition, source.offset),
             )
             progress.record(header)
             metrics.stage_events.labels("stage2").inc(len(items))
@@ -333,18 +408,29 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             header, items = read_message(source.value)
             # Stage 3 writes the actors table too; its marker key names its own topic.
             progress = StageProgress(actors, source.topic, source.partition, source.offset)
+            if not await rewinds["stage3"].admit(
+                source.tp, source.offset, progress.applied_upto + 1
+            ):
+                continue
             if progress.already_applied(header):
                 metrics.replayed_messages.labels("stage3").inc()
+                if source.offset > progress.applied_upto:
+                    progress.record_skipped()
                 continue
             started = time.perf_counter()
             alerts: list[Alert] = []
             for item in items:
                 count("stage3", pipeline.requester_stage(decode_stranger_request(item)), alerts)
-            changelog = await state.flush(source.partition)
-            await delivered("stage3", source.partition, changelog, await publish(alerts))
+            await deliver("stage3", source.partition, state.commit(), publish(alerts))
             progress.record(header)
             metrics.stage_events.labels("stage3").inc(len(items))
             metrics.stage_seconds.labels("stage3").observe(time.perf_counter() - started)
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def retry_stalled_rewinds() -> None:
+        if not pausing():
+            for stage_rewinds in rewinds.values():
+                await stage_rewinds.retry_stalled()
 
     @app.task  # type: ignore[untyped-decorator]
     async def declare_output_topics() -> None:

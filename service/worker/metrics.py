@@ -84,6 +84,19 @@ class Metrics:
             ["stage"],
             registry=registry,
         )
+        self.rewinds = Counter(
+            "reciprocity_input_rewinds",
+            "Seeks back to an input offset skipped by the consumer (Faust drops messages fetched "
+            "before a rebalance).",
+            ["stage"],
+            registry=registry,
+        )
+        self.stage2_waits = Counter(
+            "reciprocity_stage2_waits",
+            "Stage-2 messages that waited for stage 1 of their partition to catch up in event "
+            "time.",
+            registry=registry,
+        )
         self.tracked = Gauge(
             "reciprocity_tracked_accounts",
             "Accounts with state on this worker, by table.",

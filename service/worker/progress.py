@@ -11,11 +11,18 @@ After a crash a stage then skips (a) its own input messages at or below the mark
 effects are all stored, and (b) messages whose origin it has already applied: a replayed
 upstream message sends the same chunks again. Only the message a crash interrupted is re-applied,
 and the event ids kept per account absorb the part of it that was already stored.
+
+The marker also says which offset must come next. Faust can drop input messages around a
+rebalance (those fetched in the old generation are acknowledged unprocessed, and offsets it
+saw jump are treated as committed: faust-streaming #216, #221); `Rewinds` notices the jump and
+seeks back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import orjson
@@ -90,3 +97,120 @@ class StageProgress:
         if header[0] >= 0:
             origins[str(header[0])] = [header[1], header[2]]
         self._table[self._key] = [self._offset, origins]
+
+    def record_skipped(self) -> None:
+        """Advance past a message whose origin was already applied, so that the next offset
+        expected stays exact."""
+        self._table[self._key] = [self._offset, self._marker[1]]
+
+
+class Rewinds:
+    """Per input partition, the offset a stage is seeking back to, if any.
+
+    `admit(partition, offset, expected)` says whether the message at `offset` may be applied
+    now. A message beyond `expected` (the next offset the stage needs) starts a rewind: seek to
+    `expected`, and ignore what arrives until that offset does (the messages already fetched
+    come first). Where retention has deleted `expected`, the log start is the best there is.
+    A seek can be undone by messages Faust had already fetched (its read offset moves past the
+    target again and it drops the re-fetched ones), so a rewind not answered within
+    `retry_s` seeks again, from `admit` or from `retry_stalled()` on a timer when nothing
+    arrives at all. A rebalance ends a rewind: the new assignment starts from the committed
+    offsets, and the check applies again from there.
+    """
+
+    def __init__(
+        self,
+        seek: Callable[[Any, int], Awaitable[None]],
+        log_start: Callable[[Any], Awaitable[int]],
+        generation: Callable[[], int],
+        clock: Callable[[], float],
+        retry_s: float = 1.0,
+    ) -> None:
+        self._seek = seek
+        self._log_start = log_start
+        self._generation = generation
+        self._clock = clock
+        self.retry_s = retry_s
+        # partition -> [offset awaited, generation, time of the last seek]
+        self._awaiting: dict[Any, list[Any]] = {}
+
+    async def admit(self, partition: Any, offset: int, expected: int) -> bool:
+        generation = self._generation()
+        awaiting = self._awaiting.get(partition)
+        if awaiting is not None:
+            if awaiting[1] != generation:
+                del self._awaiting[partition]
+            elif offset == awaiting[0]:
+                del self._awaiting[partition]
+                return True
+            else:
+                await self._seek_again(partition, awaiting)
+                return False
+        if expected < 0 or offset <= expected:
+            return True
+        target = max(expected, await self._log_start(partition))
+        if offset <= target:
+            return True
+        await self._seek(partition, target)
+        self._awaiting[partition] = [target, generation, self._clock()]
+        return False
+
+    async def retry_stalled(self) -> None:
+        generation = self._generation()
+        for partition, awaiting in list(self._awaiting.items()):
+            if awaiting[1] != generation:
+                del self._awaiting[partition]
+            else:
+                await self._seek_again(partition, awaiting)
+
+    async def _seek_again(self, partition: Any, awaiting: list[Any]) -> None:
+        now = self._clock()
+        if now - awaiting[2] >= self.retry_s:
+            awaiting[2] = now
+            await self._seek(partition, awaiting[0])
+
+
+class ActorStageClock:
+    """How far stage 1 has got, per partition, for stage 2 of the same partition to wait on.
+
+    Stage 2 judges "does the target follow the actor?" from relations that stage 1 writes when
+    the target acts. Replay applies events in event-time order; the worker's stage 1 for a
+    partition can lag its stage 2 (a restarted worker replays its stage-1 backlog while other
+    partitions' forwards keep arriving), and then a friend's request looks like a stranger's.
+    So stage 2 waits until stage 1 of its partition has applied events up to the message's
+    event time, or has been idle for `idle_s` (caught up with its input: nothing newer will
+    come from it), or `max_s` has passed.
+    """
+
+    def __init__(self, idle_s: float, max_s: float, clock: Callable[[], float]) -> None:
+        self.idle_s = idle_s
+        self.max_s = max_s
+        self._clock = clock
+        self._event_ms: dict[int, int] = {}
+        self._active_at: dict[int, float] = {}
+        self._advanced = asyncio.Event()
+
+    def advance(self, partition: int, newest_event_ms: int) -> None:
+        if newest_event_ms > self._event_ms.get(partition, -1):
+            self._event_ms[partition] = newest_event_ms
+        self._active_at[partition] = self._clock()
+        self._advanced.set()
+
+    def ready(self, partition: int, event_ms: int, waiting_since: float) -> bool:
+        now = self._clock()
+        if self._event_ms.get(partition, -1) >= event_ms or now - waiting_since >= self.max_s:
+            return True
+        return now - self._active_at.get(partition, waiting_since) >= self.idle_s
+
+    async def wait(self, partition: int, event_ms: int, stop: Callable[[], bool]) -> bool:
+        """Returns whether it had to wait."""
+        if event_ms < 0 or self._event_ms.get(partition, -1) >= event_ms:
+            return False
+        since = self._clock()
+        waited = False
+        while not self.ready(partition, event_ms, since) and not stop():
+            waited = True
+            self._advanced.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), timeout=self.idle_s / 4)
+        return waited

@@ -1,10 +1,10 @@
 """State in Faust tables, written once per key per stage message.
 
 `CoalescedTable` sits between the pipeline and a Faust table: reads see pending writes,
-writes are remembered, and `flush()` stores each changed key once and sends its changelog
+writes are remembered, `commit()` stores each changed key once and `send()` sends its changelog
 record. A key touched by 50 events of one batch costs one record instead of 50.
 
-`flush()` bypasses Faust's per-key write path (`table[key] = value`: a future, a callback and
+`send()` bypasses Faust's per-key write path (`table[key] = value`: a future, a callback and
 a trip through Faust's 100-message producer buffer per key, a third of the worker's CPU) and
 hands encoded records straight to the producer, returning their delivery futures so that the
 stage can await them before its progress marker. Records are the bytes Faust itself would
@@ -15,7 +15,9 @@ because every stage topic and table has the same partition count and key hashing
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -96,23 +98,55 @@ class CoalescedTable(MutableMapping[str, V], Generic[V]):
         self.table.data.set_persisted_offset(tp, last_offset)
 
 
+@dataclass
+class Commit:
+    """Changelog records of one `StageTables.commit()`, and its place in the send order."""
+
+    records: list[list[tuple[bytes, bytes | None]]]
+    after: asyncio.Future[None] | None
+    handed_over: asyncio.Future[None]
+
+    def release(self) -> None:
+        if not self.handed_over.done():
+            self.handed_over.set_result(None)
+
+
 class StageTables:
-    """The three tables as the pipeline's `Tables`, with coalesced writes."""
+    """The three tables as the pipeline's `Tables`, with coalesced writes.
+
+    The stages share the tables (stage 1 and stage 2 both write relations; stages 1 and 3
+    both write actors) and each waits for its outputs between `commit()` and `send()`. Sends
+    therefore go in commit order, or an older value of a key could land in the changelog
+    after a newer one and be what recovery restores.
+    """
 
     def __init__(self, actors: Any, targets: Any, relations: Any) -> None:
         self.actors: CoalescedTable[ActorState] = CoalescedTable(actors)
         self.targets: CoalescedTable[TargetState] = CoalescedTable(targets)
         self.relations: CoalescedTable[Relation] = CoalescedTable(relations)
+        self._last: asyncio.Future[None] | None = None
 
-    async def flush(self, partition: int) -> list[list[Awaitable[Any]]]:
-        """Store every pending change, then send the changelog records to `partition`;
-        returns per table the records' delivery futures."""
-        tables: tuple[CoalescedTable[Any], ...] = (self.actors, self.targets, self.relations)
-        records = [table.commit() for table in tables]
-        return [
-            await table.send(table_records, partition)
-            for table, table_records in zip(tables, records, strict=True)
-        ]
+    def commit(self) -> Commit:
+        """Store every pending change; returns their changelog records, to be sent with
+        `send()` (or given up with `Commit.release()`)."""
+        records = [self.actors.commit(), self.targets.commit(), self.relations.commit()]
+        commit = Commit(records, self._last, asyncio.get_running_loop().create_future())
+        self._last = commit.handed_over
+        return commit
+
+    async def send(self, commit: Commit, partition: int) -> list[list[Awaitable[Any]]]:
+        """Send the records to `partition` once every earlier commit's are handed to the
+        producer; returns per table the delivery futures."""
+        try:
+            if commit.after is not None:
+                await commit.after
+            tables: tuple[CoalescedTable[Any], ...] = (self.actors, self.targets, self.relations)
+            return [
+                await table.send(table_records, partition)
+                for table, table_records in zip(tables, commit.records, strict=True)
+            ]
+        finally:
+            commit.release()
 
     def delivered(self, partition: int, records: list[list[Any]]) -> None:
         tables: tuple[CoalescedTable[Any], ...] = (self.actors, self.targets, self.relations)

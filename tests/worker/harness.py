@@ -33,6 +33,7 @@ class Worker:
         partitions: int,
         workdir: Path,
         name: str,
+        store: str = "memory://",
     ) -> None:
         self.port = free_port()
         self.log = workdir / f"{name}.log"
@@ -43,6 +44,7 @@ class Worker:
             "RECIPROCITY_WORKER__WEB_PORT": str(self.port),
             "RECIPROCITY_WORKER__WEB_HOST": "127.0.0.1",
             "RECIPROCITY_WORKER__DATA_DIR": str(workdir / f"{name}-data"),
+            "RECIPROCITY_WORKER__STORE": store,
             "RECIPROCITY_WORKER__LOG_LEVEL": "warning",
             "RECIPROCITY_TOPICS__EVENTS": topics["events"],
             "RECIPROCITY_TOPICS__ALERTS": topics["alerts"],
