@@ -13,7 +13,7 @@ from service.generate import generate_traffic
 from tests.worker.harness import Worker, create_topics, produce, read_all, wait_drained
 from tests.worker.test_end_to_end import replay_lines
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.crash]
 
 # Rules decided at stage 1 see one actor's events in its partition's order, exactly as replay
 # does. Rules decided after a merge of partitions (stages 2 and 3) reach the same severities
