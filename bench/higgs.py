@@ -54,7 +54,7 @@ from pathlib import Path
 from random import Random
 from typing import Literal
 
-from service.generate import _REPLY_OPENERS, _sentence  # the organic word lists, reused
+from service.generate import REPLY_OPENERS, unused_sentence  # the organic word lists
 from service.models import Event, EventType
 
 __all__ = [
@@ -189,19 +189,12 @@ class _Texts:
         self.used: dict[int, set[str]] = defaultdict(set)
 
     def sentence(self, author: int) -> str:
-        seen = self.used[author]
-        text = _sentence(self.rng)
-        for _ in range(8):
-            if text not in seen:
-                break
-            text = _sentence(self.rng)
-        seen.add(text)
-        return text
+        return unused_sentence(self.rng, self.used[author])
 
     def tweet(self, author: int, addressed: Iterable[int], reply: bool) -> str:
         body = self.sentence(author)
         if reply:
-            opener = self.rng.choice(_REPLY_OPENERS)
+            opener = self.rng.choice(REPLY_OPENERS)
             if opener:
                 body = f"{opener} {body[0].lower()}{body[1:]}"
         handles = " ".join(f"@{b}" for b in addressed)

@@ -279,7 +279,7 @@ _TAILS = (
 """
     )
 )
-_REPLY_OPENERS = ("",) * 2 + _words(
+REPLY_OPENERS = ("",) * 2 + _words(
     """
     Agreed, | Totally, | Hmm, | Not sure, | Great point, | Ha, | Same here, | Fair, | Oh no,
     Yes! | Interesting, | Wait, | Love this, | True,
@@ -310,6 +310,18 @@ class Population:
     following: dict[str, int]
     posts: dict[str, int]
     initial_following: dict[str, frozenset[str]]  # edges that predate the stream (not emitted)
+
+
+def unused_sentence(rng: Random, seen: set[str]) -> str:
+    """An organic sentence not in `seen` (an author's earlier texts), added to it: organic
+    text is no duplicate spam."""
+    text = _sentence(rng)
+    for _ in range(8):
+        if text not in seen:
+            break
+        text = _sentence(rng)
+    seen.add(text)
+    return text
 
 
 def _population(rng: Random, users: int, start_ms: int) -> Population:
@@ -433,7 +445,7 @@ class _OrganicWorld:
         if roll < 0.44:
             return _event("retweet", actor, at, target, post_id=self.recent_post(target))
         if roll < 0.62:
-            opener, body = rng.choice(_REPLY_OPENERS), self.text_for(actor)
+            opener, body = rng.choice(REPLY_OPENERS), self.text_for(actor)
             text = f"{opener} {body[0].lower()}{body[1:]}" if opener else body
             return _event("reply", actor, at, target, text=text, post_id=self.recent_post(target))
         body = self.text_for(actor)
@@ -492,15 +504,7 @@ class _OrganicWorld:
                 self.out.append(self.follow(follower, followee, fb_at))
 
     def text_for(self, actor: str) -> str:
-        # Never the same sentence twice from one actor: organic text is no duplicate spam.
-        seen = self.used_text.setdefault(actor, set())
-        text = _sentence(self.rng)
-        for _ in range(8):
-            if text not in seen:
-                break
-            text = _sentence(self.rng)
-        seen.add(text)
-        return text
+        return unused_sentence(self.rng, self.used_text.setdefault(actor, set()))
 
 
 def _attach_snapshots(rng: Random, events: Sequence[Event], pop: Population) -> None:

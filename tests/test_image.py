@@ -11,8 +11,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 
 from service.generate import generate_traffic
 from service.local_kafka import free_port
-from tests.worker.harness import create_topics, produce, read_all
+from tests.worker.harness import create_topics, http_get, produce, read_all
 
 pytestmark = pytest.mark.kafka
 
@@ -141,16 +139,6 @@ class Container:
                 self.process.wait(timeout=30)
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
-
-
 @pytest.fixture
 def container(image: dict[str, Any], tmp_path: Path) -> Iterator[Container]:
     with Container(image, tmp_path) as running:
@@ -182,13 +170,13 @@ def test_image_detects_injected_spam_on_a_read_only_root(kafka: str, container: 
     }
     container.run(env)
     deadline = time.monotonic() + 120
-    while get(port, "/readyz")[0] != 200:
+    while http_get(port, "/readyz")[0] != 200:
         assert container.process is not None
         if container.process.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"worker not ready: {container.log.read_text()[-3000:]}")
         time.sleep(0.5)
 
-    assert get(port, "/healthz")[0] == 200
+    assert http_get(port, "/healthz")[0] == 200
     assert container.healthcheck(env) == 0
     traffic = generate_traffic(7)
     produce(kafka, events, [orjson.dumps(event) for event in traffic.events])
@@ -201,7 +189,7 @@ def test_image_detects_injected_spam_on_a_read_only_root(kafka: str, container: 
             seen = {(a["rule"], a["subject_id"]) for a in read_all(kafka, alerts)}
     assert wanted <= seen, (wanted - seen, container.log.read_text()[-3000:])
 
-    status, body = get(port, "/metrics")
+    status, body = http_get(port, "/metrics")
     assert status == 200
     assert b"reciprocity_alerts_total{" in body
     # RocksDB wrote its tables into the volume, the only writable place.

@@ -80,13 +80,7 @@ class Worker:
         raise TimeoutError(f"worker not ready in {timeout} s: {self.log.read_text()[-3000:]}")
 
     def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except OSError:
-            return 0, b""
+        return http_get(self.port, path)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -100,6 +94,17 @@ class Worker:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """Status and body of a local GET; status 0 while nothing listens."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
