@@ -197,7 +197,20 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async def log_start(tp: Any) -> int:
             return int((await app.consumer.earliest_offsets(tp))[tp])
 
-        return Rewinds(seek, log_start, lambda: int(app.consumer_generation_id), time.monotonic)
+        def give_up(tp: Any, wanted: int, offset: int) -> None:
+            metrics.rewinds_abandoned.labels(stage).inc()
+            app.log.error(
+                "%s: %s: offset %d never came back after seeking; going on at %d, the messages "
+                "in between are lost",
+                stage,
+                tp,
+                wanted,
+                offset,
+            )
+
+        return Rewinds(
+            seek, log_start, lambda: int(app.consumer_generation_id), time.monotonic, give_up
+        )
 
     actor_clock = ActorStageClock(
         worker.stage1_idle_seconds, worker.stage2_max_wait_seconds, time.monotonic

@@ -91,6 +91,13 @@ class Metrics:
             ["stage"],
             registry=registry,
         )
+        self.rewinds_abandoned = Counter(
+            "reciprocity_input_rewinds_abandoned",
+            "Seeks back that never got their offset within the bound; the stage went on and the "
+            "skipped messages are lost.",
+            ["stage"],
+            registry=registry,
+        )
         self.stage2_waits = Counter(
             "reciprocity_stage2_waits",
             "Stage-2 messages that waited for stage 1 of their partition to catch up in event "

@@ -114,8 +114,10 @@ class Rewinds:
     A seek can be undone by messages Faust had already fetched (its read offset moves past the
     target again and it drops the re-fetched ones), so a rewind not answered within
     `retry_s` seeks again, from `admit` or from `retry_stalled()` on a timer when nothing
-    arrives at all. A rebalance ends a rewind: the new assignment starts from the committed
-    offsets, and the check applies again from there.
+    arrives at all. A rewind still unanswered after `give_up_s` is abandoned (`on_give_up`)
+    and the stage goes on from the offset it has: a partition that never moves again would be
+    worse than the gap, which is logged and counted. A rebalance ends a rewind: the new
+    assignment starts from the committed offsets, and the check applies again from there.
     """
 
     def __init__(
@@ -124,14 +126,18 @@ class Rewinds:
         log_start: Callable[[Any], Awaitable[int]],
         generation: Callable[[], int],
         clock: Callable[[], float],
+        on_give_up: Callable[[Any, int, int], None],
         retry_s: float = 1.0,
+        give_up_s: float = 30.0,
     ) -> None:
         self._seek = seek
         self._log_start = log_start
         self._generation = generation
         self._clock = clock
+        self._on_give_up = on_give_up
         self.retry_s = retry_s
-        # partition -> [offset awaited, generation, time of the last seek]
+        self.give_up_s = give_up_s
+        # partition -> [offset awaited, generation, time of the last seek, time of the first]
         self._awaiting: dict[Any, list[Any]] = {}
 
     async def admit(self, partition: Any, offset: int, expected: int) -> bool:
@@ -143,6 +149,10 @@ class Rewinds:
             elif offset == awaiting[0]:
                 del self._awaiting[partition]
                 return True
+            elif self._clock() - awaiting[3] >= self.give_up_s:
+                del self._awaiting[partition]
+                self._on_give_up(partition, awaiting[0], offset)
+                return True
             else:
                 await self._seek_again(partition, awaiting)
                 return False
@@ -152,7 +162,8 @@ class Rewinds:
         if offset <= target:
             return True
         await self._seek(partition, target)
-        self._awaiting[partition] = [target, generation, self._clock()]
+        now = self._clock()
+        self._awaiting[partition] = [target, generation, now, now]
         return False
 
     async def retry_stalled(self) -> None:

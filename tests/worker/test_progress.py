@@ -13,6 +13,7 @@ class Consumer:
         self.start = log_start
         self.generation = 1
         self.now = 0.0
+        self.abandoned: list[tuple[str, int, int]] = []
 
     async def seek(self, tp: str, offset: int) -> None:
         self.seeks.append((tp, offset))
@@ -21,7 +22,15 @@ class Consumer:
         return self.start
 
     def rewinds(self) -> Rewinds:
-        return Rewinds(self.seek, self.log_start, lambda: self.generation, lambda: self.now)
+        return Rewinds(
+            self.seek,
+            self.log_start,
+            lambda: self.generation,
+            lambda: self.now,
+            lambda tp, wanted, offset: self.abandoned.append((tp, wanted, offset)),
+            retry_s=1.0,
+            give_up_s=30.0,
+        )
 
 
 def admitted(rewinds: Rewinds, arrivals: list[tuple[int, int]]) -> list[bool]:
@@ -70,6 +79,21 @@ def test_a_rewind_undone_by_already_fetched_messages_seeks_again() -> None:
     assert admitted(rewinds, [(53, 53), (54, 54)]) == [True, True]
     asyncio.run(rewinds.retry_stalled())
     assert len(consumer.seeks) == 3
+
+
+def test_a_rewind_never_answered_is_abandoned_after_the_bound() -> None:
+    # t=0   63 arrives (53 expected): seek to 53
+    # t=29  70 arrives, still no 53: keep waiting (and seek again)
+    # t=30  71 arrives: give up on 53..70, apply 71
+    consumer = Consumer()
+    rewinds = consumer.rewinds()
+    assert admitted(rewinds, [(63, 53)]) == [False]
+    consumer.now = 29.0
+    assert admitted(rewinds, [(70, 53)]) == [False]
+    assert consumer.abandoned == []
+    consumer.now = 30.0
+    assert admitted(rewinds, [(71, 53), (72, 72)]) == [True, True]
+    assert consumer.abandoned == [("p", 53, 71)]
 
 
 def test_older_offsets_are_admitted_for_the_caller_to_skip() -> None:
