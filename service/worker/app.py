@@ -220,6 +220,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         return bool(app.rebalancing) or not app.flow_control.is_active()
 
     rewinds = {stage: rewinds_for(stage) for stage in ("ingest", "stage1", "stage2", "stage3")}
+    ingest_rewinds = rewinds["ingest"]
     # Ingest keeps no state of its own: the next offset it needs is known while it holds the
     # partition (this generation or, kept through a rebalance, the one before).
     ingested: dict[Any, tuple[int, int]] = {}
@@ -284,7 +285,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 message = event.message
                 last = ingested.get(message.tp)
                 expected = last[0] + 1 if last is not None and last[1] >= generation - 1 else -1
-                if not await rewinds["ingest"].admit(message.tp, message.offset, expected):
+                # The per-event hot path: only a jump or a rewind in progress needs admit().
+                if (
+                    (expected >= 0 and message.offset > expected)
+                    or ingest_rewinds.rewinding(message.tp)
+                ) and not await ingest_rewinds.admit(message.tp, message.offset, expected):
                     continue
                 ingested[message.tp] = (message.offset, generation)
                 decoded = decoder.decode(message.value)

@@ -166,6 +166,9 @@ class Rewinds:
         self._awaiting[partition] = [target, generation, now, now]
         return False
 
+    def rewinding(self, partition: Any) -> bool:
+        return partition in self._awaiting
+
     async def retry_stalled(self) -> None:
         generation = self._generation()
         for partition, awaiting in list(self._awaiting.items()):
