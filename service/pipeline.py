@@ -117,8 +117,9 @@ class Pipeline:
             # change (idempotent per event) and forward again; stage 2 de-duplicates.
             forward = None
             if target_id is not None and target_id != actor_id:
-                self._update_relation(state, actor_id, target_id, event.type, at, h)
-                tables.actors[actor_id] = state
+                if not self._relation_changed_after(state, actor_id, target_id, event.type, h):
+                    self._update_relation(state, actor_id, target_id, event.type, at, h)
+                    tables.actors[actor_id] = state
                 original = state.ids.position_of(h)
                 if original < 0 or original > applied_upto:
                     forward = self._target_message(event, h, state)
@@ -179,6 +180,22 @@ class Pipeline:
             asks_for_share=asks,
             follower_quality=quality,
         )
+
+    def _relation_changed_after(
+        self, state: ActorState, actor_id: str, target_id: str, kind: EventType, h: int
+    ) -> bool:
+        """Did a follow or unfollow that arrived after event `h` already change this relation?
+
+        Then the relation row is newer than `h` and re-applying `h` would undo that change (a
+        late copy of a follow re-following after the unfollow). Arrival order is the order
+        stage 1 applies changes in; `ids` keeps it for every event within the lateness bound.
+        """
+        if kind is not EventType.FOLLOW and kind is not EventType.UNFOLLOW:
+            return False
+        relation = self.tables.relations.get(relation_key(actor_id, target_id))
+        if relation is None or relation[3] == h:
+            return False
+        return state.ids.arrived_after(relation[3], h)
 
     def _update_relation(
         self, state: ActorState, actor_id: str, target_id: str, kind: EventType, at: int, h: int

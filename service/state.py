@@ -80,6 +80,13 @@ class RecentIds:
     def position_of(self, h: int) -> int:
         return self.positions[self.hashes.index(h)]
 
+    def arrived_after(self, later: int, earlier: int) -> bool:
+        """Both remembered and `later` arrived after `earlier`."""
+        hashes = self.hashes
+        if later not in hashes or earlier not in hashes:
+            return False
+        return hashes.index(later) > hashes.index(earlier)
+
     def remember(
         self, h: int, at_ms: int, oldest_useful_ms: int, capacity: int, position: int = -1
     ) -> None:

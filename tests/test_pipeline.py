@@ -7,7 +7,7 @@ import copy
 
 from service.pipeline import Outcome, Pipeline
 from service.settings import DetectionSettings
-from service.state import FOLLOWS, MemoryTables, relation_key
+from service.state import FOLLOWED_BACK, FOLLOWS, MemoryTables, relation_key
 from tests.events import FIXED_NOW, ev
 
 
@@ -48,3 +48,17 @@ def test_replayed_follow_with_lost_actor_state_counts_the_follow_again() -> None
     del p.tables.actors["a"]
     p.actor_stage(follow)
     assert p.tables.actors["a"].churn == counted
+
+
+def test_late_copy_of_a_follow_does_not_undo_the_unfollow_that_came_after_it() -> None:
+    # arrivals: follow a→b, unfollow a→b, then the follow again (re-delivered)
+    p = pipeline()
+    follow, unfollow = ev("follow", "a", "b", 0), ev("unfollow", "a", "b", 1)
+    p.actor_stage(follow)
+    p.actor_stage(unfollow)
+    unfollowed = list(p.tables.relations[relation_key("a", "b")])
+    assert p.actor_stage(follow).outcome is Outcome.DUPLICATE
+    assert p.tables.relations[relation_key("a", "b")] == unfollowed
+    # So a follow back from b is not credited to a.
+    p.target_stage(p.actor_stage(ev("follow", "b", "a", 2)).forward)  # type: ignore[arg-type]
+    assert not p.tables.relations[relation_key("a", "b")][0] & (FOLLOWS | FOLLOWED_BACK)
