@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -27,16 +27,16 @@ from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
 from service.decoding import EventDecoder, Rejection
-from service.kafka_clients import ssl_context
+from service.kafka_clients import client_options, ssl_context
 from service.models import Alert, DeadLetter, EventType, format_timestamp
 from service.pipeline import Outcome, Pipeline, StageResult
 from service.reciprocity import profile
 from service.settings import KafkaSettings, Settings
 from service.worker.metrics import Metrics
+from service.worker.missed import MissedMessages
 from service.worker.progress import (
     ActorStageClock,
     Batches,
-    Rewinds,
     StageProgress,
     read_message,
 )
@@ -85,6 +85,7 @@ class ReciprocityApp(faust.App):
 
     kafka_settings: KafkaSettings
     topic_specs: list[TopicSpec]
+    missed_readers: list[MissedMessages]
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -92,6 +93,11 @@ class ReciprocityApp(faust.App):
         created = await ensure_topics(admin, self.topic_specs)
         if created:
             self.log.info("Created topics: %s", ", ".join(created))
+
+    async def on_stop(self) -> None:
+        for reader in self.missed_readers:
+            await reader.close()
+        await super().on_stop()
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
@@ -188,29 +194,37 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     metrics.track_sizes({"actors": lambda: len(actors), "targets": lambda: len(targets)})
     newest_event_ms = [-1]
 
-    def rewinds_for(stage: str) -> Rewinds:
-        async def seek(tp: Any, offset: int) -> None:
-            metrics.rewinds.labels(stage).inc()
-            app.log.warning("%s: %s skipped offset %d, seeking back to it", stage, tp, offset)
-            await app.consumer.seek(tp, offset)
+    stage_names = ("ingest", "stage1", "stage2", "stage3")
+    missed = {stage: MissedMessages(client_options(settings.kafka)) for stage in stage_names}
+    app.missed_readers = list(missed.values())
 
-        async def log_start(tp: Any) -> int:
-            return int((await app.consumer.earliest_offsets(tp))[tp])
-
-        def give_up(tp: Any, wanted: int, offset: int) -> None:
-            metrics.rewinds_abandoned.labels(stage).inc()
-            app.log.error(
-                "%s: %s: offset %d never came back after seeking; going on at %d, the messages "
-                "in between are lost",
+    async def with_missed(stage: str, source: Any, expected: int) -> AsyncIterator[Any]:
+        """The input messages to apply for `source`: first those the consumer skipped
+        between `expected` (the next offset this stage needs; -1: unknown) and `source`,
+        read back (see worker.missed), then `source` itself."""
+        if 0 <= expected < source.offset:
+            generation = app.consumer_generation_id
+            app.log.warning(
+                "%s: %s[%d] skipped offsets %d..%d; reading them back",
                 stage,
-                tp,
-                wanted,
-                offset,
+                source.topic,
+                source.partition,
+                expected,
+                source.offset - 1,
             )
 
-        return Rewinds(
-            seek, log_start, lambda: int(app.consumer_generation_id), time.monotonic, give_up
-        )
+            def owned() -> bool:
+                return app.consumer_generation_id == generation and not app.rebalancing
+
+            async for records in missed[stage].read(
+                source.topic, source.partition, expected, source.offset, owned
+            ):
+                metrics.missed_messages.labels(stage).inc(len(records))
+                for record in records:
+                    yield record
+            if not owned():
+                return
+        yield source
 
     actor_clock = ActorStageClock(
         worker.stage1_idle_seconds, worker.stage2_max_wait_seconds, time.monotonic
@@ -219,8 +233,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     def pausing() -> bool:
         return bool(app.rebalancing) or not app.flow_control.is_active()
 
-    rewinds = {stage: rewinds_for(stage) for stage in ("ingest", "stage1", "stage2", "stage3")}
-    ingest_rewinds = rewinds["ingest"]
     # Ingest keeps no state of its own: the next offset it needs is known while it holds the
     # partition (this generation or, kept through a rebalance, the one before).
     ingested: dict[Any, tuple[int, int]] = {}
@@ -274,6 +286,25 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         metrics.state_writes.labels(stage).inc(sum(len(table) for table in records))
         state.delivered(partition, records)
 
+    async def ingest_one(message: Any, tp: Any, generation: int, out: Batches) -> None:
+        ingested[tp] = (message.offset, generation)
+        decoded = decoder.decode(message.value)
+        if isinstance(decoded, Rejection):
+            metrics.rejected.labels(decoded.code).inc()
+            await dead_letter_topic.send(
+                key=message.key,
+                value=dead_letter(
+                    decoded,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                ),
+            )
+            return
+        out.add(partition_for(decoded.actor_id, partitions), encode_event(decoded))
+
     @app.agent(events_topic, name="ingest")
     async def ingest(stream: Any) -> None:
         # No table writes here, so batching with take_events is safe (faust #497).
@@ -283,172 +314,151 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             generation = int(app.consumer_generation_id)
             for event in batch:
                 message = event.message
-                last = ingested.get(message.tp)
+                tp = message.tp
+                last = ingested.get(tp)
                 expected = last[0] + 1 if last is not None and last[1] >= generation - 1 else -1
-                # The per-event hot path: only a jump or a rewind in progress needs admit().
-                if (
-                    (expected >= 0 and message.offset > expected)
-                    or ingest_rewinds.rewinding(message.tp)
-                ) and not await ingest_rewinds.admit(message.tp, message.offset, expected):
-                    continue
-                ingested[message.tp] = (message.offset, generation)
-                decoded = decoder.decode(message.value)
-                if isinstance(decoded, Rejection):
-                    metrics.rejected.labels(decoded.code).inc()
-                    await dead_letter_topic.send(
-                        key=message.key,
-                        value=dead_letter(
-                            decoded,
-                            message.topic,
-                            message.partition,
-                            message.offset,
-                            message.key,
-                            message.value,
-                        ),
-                    )
-                    continue
-                out.add(partition_for(decoded.actor_id, partitions), encode_event(decoded))
+                if expected < 0 or message.offset == expected:
+                    await ingest_one(message, tp, generation, out)
+                elif message.offset > expected:
+                    async for record in with_missed("ingest", message, expected):
+                        await ingest_one(record, tp, generation, out)
             await send_batches(stage1_topic, out, -1, -1)
             metrics.stage_events.labels("ingest").inc(len(batch))
             metrics.stage_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    def next_offset(table: Any, source: Any) -> int:
+        return StageProgress(table, source.topic, source.partition, source.offset).applied_upto + 1
+
+    async def apply_actor_message(source: Any) -> None:
+        header, items = read_message(source.value)
+        progress = StageProgress(actors, source.topic, source.partition, source.offset)
+        if progress.already_applied(header):
+            metrics.replayed_messages.labels("stage1").inc()
+            if source.offset > progress.applied_upto:
+                progress.record_skipped()
+            actor_clock.advance(source.partition, -1)
+            return
+        started = time.perf_counter()
+        forwards = Batches()
+        alerts: list[Alert] = []
+        # Per-event metric updates cost more than the detectors (labels() lookups, one
+        # histogram observation per event): count locally, publish once per message.
+        processed_by_type: dict[str, int] = {}
+        occurred: list[int] = []
+        newest = -1
+        for item in items:
+            event = decode_event(item)
+            if event.occurred_at > newest:
+                newest = event.occurred_at
+            result = pipeline.actor_stage(event, source.offset, progress.applied_upto)
+            count("stage1", result, alerts)
+            if result.outcome is Outcome.PROCESSED or result.outcome is Outcome.SELF_TARGETED:
+                kind = event.type.value
+                processed_by_type[kind] = processed_by_type.get(kind, 0) + 1
+                occurred.append(event.occurred_at)
+            if result.forward is not None:
+                forwards.add(
+                    partition_for(result.forward.target_id, partitions),
+                    encode_target_message(result.forward),
+                )
+        await deliver(
+            "stage1",
+            source.partition,
+            state.commit(),
+            publish(alerts),
+            send_batches(stage2_topic, forwards, source.partition, source.offset),
+        )
+        progress.record(header)
+        actor_clock.advance(source.partition, newest)
+        for kind, processed in processed_by_type.items():
+            metrics.events.labels(kind).inc(processed)
+        if occurred:
+            metrics.observe_lags(time.time(), occurred)
+            newest_event_ms[0] = max(newest_event_ms[0], max(occurred))
+        metrics.stage_events.labels("stage1").inc(len(items))
+        metrics.stage_seconds.labels("stage1").observe(time.perf_counter() - started)
 
     @app.agent(stage1_topic, name="stage1_by_actor")
     async def actor_stage(stream: Any) -> None:
         async for stage_event in stream.events():
             source = stage_event.message
-            header, items = read_message(source.value)
-            progress = StageProgress(actors, source.topic, source.partition, source.offset)
-            if not await rewinds["stage1"].admit(
-                source.tp, source.offset, progress.applied_upto + 1
-            ):
-                actor_clock.advance(source.partition, -1)
-                continue
-            if progress.already_applied(header):
-                metrics.replayed_messages.labels("stage1").inc()
-                if source.offset > progress.applied_upto:
-                    progress.record_skipped()
-                actor_clock.advance(source.partition, -1)
-                continue
-            started = time.perf_counter()
-            forwards = Batches()
-            alerts: list[Alert] = []
-            # Per-event metric updates cost more than the detectors (labels() lookups, one
-            # histogram observation per event): count locally, publish once per message.
-            processed_by_type: dict[str, int] = {}
-            occurred: list[int] = []
-            newest = -1
-            for item in items:
-                event = decode_event(item)
-                if event.occurred_at > newest:
-                    newest = event.occurred_at
-                result = pipeline.actor_stage(event, source.offset, progress.applied_upto)
-                count("stage1", result, alerts)
-                if result.outcome is Outcome.PROCESSED or result.outcome is Outcome.SELF_TARGETED:
-                    kind = event.type.value
-                    processed_by_type[kind] = processed_by_type.get(kind, 0) + 1
-                    occurred.append(event.occurred_at)
-                if result.forward is not None:
-                    forwards.add(
-                        partition_for(result.forward.target_id, partitions),
-                        encode_target_message(result.forward),
-                    )
-            await deliver(
-                "stage1",
-                source.partition,
-                state.commit(),
-                publish(alerts),
-                send_batches(stage2_topic, forwards, source.partition, source.offset),
-            )
-            progress.record(header)
-            actor_clock.advance(source.partition, newest)
-            for kind, processed in processed_by_type.items():
-                metrics.events.labels(kind).inc(processed)
-            if occurred:
-                metrics.observe_lags(time.time(), occurred)
-                newest_event_ms[0] = max(newest_event_ms[0], max(occurred))
-            metrics.stage_events.labels("stage1").inc(len(items))
-            metrics.stage_seconds.labels("stage1").observe(time.perf_counter() - started)
+            async for message in with_missed("stage1", source, next_offset(actors, source)):
+                await apply_actor_message(message)
+
+    async def apply_target_message(source: Any) -> None:
+        header, items = read_message(source.value)
+        progress = StageProgress(targets, source.topic, source.partition, source.offset)
+        if progress.already_applied(header):
+            metrics.replayed_messages.labels("stage2").inc()
+            if source.offset > progress.applied_upto:
+                progress.record_skipped()
+            return
+        messages = [decode_target_message(item) for item in items]
+        # Only follows (follow-backs) and requests (the stranger check) read relations
+        # that stage 1 writes.
+        newest = max(
+            (
+                message.occurred_at
+                for message in messages
+                if message.asks_for_share or message.type is EventType.FOLLOW
+            ),
+            default=-1,
+        )
+        if await actor_clock.wait(source.partition, newest, pausing):
+            metrics.stage2_waits.inc()
+        started = time.perf_counter()
+        requests = Batches()
+        alerts: list[Alert] = []
+        for message in messages:
+            result = pipeline.target_stage(message)
+            count("stage2", result, alerts)
+            for request in result.stranger_requests:
+                requests.add(
+                    partition_for(request.requester_id, partitions),
+                    encode_stranger_request(request),
+                )
+        await deliver(
+            "stage2",
+            source.partition,
+            state.commit(),
+            publish(alerts),
+            send_batches(stage3_topic, requests, source.partition, source.offset),
+        )
+        progress.record(header)
+        metrics.stage_events.labels("stage2").inc(len(items))
+        metrics.stage_seconds.labels("stage2").observe(time.perf_counter() - started)
 
     @app.agent(stage2_topic, name="stage2_by_target")
     async def target_stage(stream: Any) -> None:
         async for stage_event in stream.events():
             source = stage_event.message
-            header, items = read_message(source.value)
-            progress = StageProgress(targets, source.topic, source.partition, source.offset)
-            if not await rewinds["stage2"].admit(
-                source.tp, source.offset, progress.applied_upto + 1
-            ):
-                continue
-            if progress.already_applied(header):
-                metrics.replayed_messages.labels("stage2").inc()
-                if source.offset > progress.applied_upto:
-                    progress.record_skipped()
-                continue
-            messages = [decode_target_message(item) for item in items]
-            # Only follows (follow-backs) and requests (the stranger check) read relations
-            # that stage 1 writes.
-            newest = max(
-                (
-                    message.occurred_at
-                    for message in messages
-                    if message.asks_for_share or message.type is EventType.FOLLOW
-                ),
-                default=-1,
-            )
-            if await actor_clock.wait(source.partition, newest, pausing):
-                metrics.stage2_waits.inc()
-            started = time.perf_counter()
-            requests = Batches()
-            alerts: list[Alert] = []
-            for message in messages:
-                result = pipeline.target_stage(message)
-                count("stage2", result, alerts)
-                for request in result.stranger_requests:
-                    requests.add(
-                        partition_for(request.requester_id, partitions),
-                        encode_stranger_request(request),
-                    )
-            await deliver(
-                "stage2",
-                source.partition,
-                state.commit(),
-                publish(alerts),
-                send_batches(stage3_topic, requests, source.partition, source.offset),
-            )
-            progress.record(header)
-            metrics.stage_events.labels("stage2").inc(len(items))
-            metrics.stage_seconds.labels("stage2").observe(time.perf_counter() - started)
+            async for message in with_missed("stage2", source, next_offset(targets, source)):
+                await apply_target_message(message)
+
+    async def apply_request_message(source: Any) -> None:
+        header, items = read_message(source.value)
+        # Stage 3 writes the actors table too; its marker key names its own topic.
+        progress = StageProgress(actors, source.topic, source.partition, source.offset)
+        if progress.already_applied(header):
+            metrics.replayed_messages.labels("stage3").inc()
+            if source.offset > progress.applied_upto:
+                progress.record_skipped()
+            return
+        started = time.perf_counter()
+        alerts: list[Alert] = []
+        for item in items:
+            count("stage3", pipeline.requester_stage(decode_stranger_request(item)), alerts)
+        await deliver("stage3", source.partition, state.commit(), publish(alerts))
+        progress.record(header)
+        metrics.stage_events.labels("stage3").inc(len(items))
+        metrics.stage_seconds.labels("stage3").observe(time.perf_counter() - started)
 
     @app.agent(stage3_topic, name="stage3_by_requester")
     async def requester_stage(stream: Any) -> None:
         async for stage_event in stream.events():
             source = stage_event.message
-            header, items = read_message(source.value)
-            # Stage 3 writes the actors table too; its marker key names its own topic.
-            progress = StageProgress(actors, source.topic, source.partition, source.offset)
-            if not await rewinds["stage3"].admit(
-                source.tp, source.offset, progress.applied_upto + 1
-            ):
-                continue
-            if progress.already_applied(header):
-                metrics.replayed_messages.labels("stage3").inc()
-                if source.offset > progress.applied_upto:
-                    progress.record_skipped()
-                continue
-            started = time.perf_counter()
-            alerts: list[Alert] = []
-            for item in items:
-                count("stage3", pipeline.requester_stage(decode_stranger_request(item)), alerts)
-            await deliver("stage3", source.partition, state.commit(), publish(alerts))
-            progress.record(header)
-            metrics.stage_events.labels("stage3").inc(len(items))
-            metrics.stage_seconds.labels("stage3").observe(time.perf_counter() - started)
-
-    @app.timer(1.0)  # type: ignore[untyped-decorator]
-    async def retry_stalled_rewinds() -> None:
-        if not pausing():
-            for stage_rewinds in rewinds.values():
-                await stage_rewinds.retry_stalled()
+            async for message in with_missed("stage3", source, next_offset(actors, source)):
+                await apply_request_message(message)
 
     @app.task  # type: ignore[untyped-decorator]
     async def declare_output_topics() -> None:

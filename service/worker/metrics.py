@@ -84,17 +84,10 @@ class Metrics:
             ["stage"],
             registry=registry,
         )
-        self.rewinds = Counter(
-            "reciprocity_input_rewinds",
-            "Seeks back to an input offset skipped by the consumer (Faust drops messages fetched "
-            "before a rebalance).",
-            ["stage"],
-            registry=registry,
-        )
-        self.rewinds_abandoned = Counter(
-            "reciprocity_input_rewinds_abandoned",
-            "Seeks back that never got their offset within the bound; the stage went on and the "
-            "skipped messages are lost.",
+        self.missed_messages = Counter(
+            "reciprocity_input_missed_messages",
+            "Input messages the consumer skipped (Faust drops some around a rebalance) and the "
+            "stage read back itself before going on.",
             ["stage"],
             registry=registry,
         )

@@ -13,16 +13,15 @@ upstream message sends the same chunks again. Only the message a crash interrupt
 and the event ids kept per account absorb the part of it that was already stored.
 
 The marker also says which offset must come next. Faust can drop input messages around a
-rebalance (those fetched in the old generation are acknowledged unprocessed, and offsets it
-saw jump are treated as committed: faust-streaming #216, #221); `Rewinds` notices the jump and
-seeks back.
+rebalance (worker.missed); a stage that sees its input jump past that offset reads the
+missing messages back itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 import orjson
@@ -102,86 +101,6 @@ class StageProgress:
         """Advance past a message whose origin was already applied, so that the next offset
         expected stays exact."""
         self._table[self._key] = [self._offset, self._marker[1]]
-
-
-class Rewinds:
-    """Per input partition, the offset a stage is seeking back to, if any.
-
-    `admit(partition, offset, expected)` says whether the message at `offset` may be applied
-    now. A message beyond `expected` (the next offset the stage needs) starts a rewind: seek to
-    `expected`, and ignore what arrives until that offset does (the messages already fetched
-    come first). Where retention has deleted `expected`, the log start is the best there is.
-    A seek can be undone by messages Faust had already fetched (its read offset moves past the
-    target again and it drops the re-fetched ones), so a rewind not answered within
-    `retry_s` seeks again, from `admit` or from `retry_stalled()` on a timer when nothing
-    arrives at all. A rewind still unanswered after `give_up_s` is abandoned (`on_give_up`)
-    and the stage goes on from the offset it has: a partition that never moves again would be
-    worse than the gap, which is logged and counted. A rebalance ends a rewind: the new
-    assignment starts from the committed offsets, and the check applies again from there.
-    """
-
-    def __init__(
-        self,
-        seek: Callable[[Any, int], Awaitable[None]],
-        log_start: Callable[[Any], Awaitable[int]],
-        generation: Callable[[], int],
-        clock: Callable[[], float],
-        on_give_up: Callable[[Any, int, int], None],
-        retry_s: float = 1.0,
-        give_up_s: float = 30.0,
-    ) -> None:
-        self._seek = seek
-        self._log_start = log_start
-        self._generation = generation
-        self._clock = clock
-        self._on_give_up = on_give_up
-        self.retry_s = retry_s
-        self.give_up_s = give_up_s
-        # partition -> [offset awaited, generation, time of the last seek, time of the first]
-        self._awaiting: dict[Any, list[Any]] = {}
-
-    async def admit(self, partition: Any, offset: int, expected: int) -> bool:
-        generation = self._generation()
-        awaiting = self._awaiting.get(partition)
-        if awaiting is not None:
-            if awaiting[1] != generation:
-                del self._awaiting[partition]
-            elif offset == awaiting[0]:
-                del self._awaiting[partition]
-                return True
-            elif self._clock() - awaiting[3] >= self.give_up_s:
-                del self._awaiting[partition]
-                self._on_give_up(partition, awaiting[0], offset)
-                return True
-            else:
-                await self._seek_again(partition, awaiting)
-                return False
-        if expected < 0 or offset <= expected:
-            return True
-        target = max(expected, await self._log_start(partition))
-        if offset <= target:
-            return True
-        await self._seek(partition, target)
-        now = self._clock()
-        self._awaiting[partition] = [target, generation, now, now]
-        return False
-
-    def rewinding(self, partition: Any) -> bool:
-        return partition in self._awaiting
-
-    async def retry_stalled(self) -> None:
-        generation = self._generation()
-        for partition, awaiting in list(self._awaiting.items()):
-            if awaiting[1] != generation:
-                del self._awaiting[partition]
-            else:
-                await self._seek_again(partition, awaiting)
-
-    async def _seek_again(self, partition: Any, awaiting: list[Any]) -> None:
-        now = self._clock()
-        if now - awaiting[2] >= self.retry_s:
-            awaiting[2] = now
-            await self._seek(partition, awaiting[0])
 
 
 class ActorStageClock:
