@@ -273,18 +273,12 @@ class WorkerSettings(Section):
     producer_linger_seconds: float = Field(
         0.0, ge=0, description="Extra wait to fill producer batches (adds to every hop)."
     )
-    stage1_idle_seconds: float = Field(
-        1.0,
-        gt=0,
-        description="Stage 2 waits for stage 1 of its partition to reach a message's event "
-        "time (a friend's request must not look like a stranger's while stage 1 catches up); "
-        "stage 1 idle this long has nothing newer to give.",
-    )
     stage2_max_wait_seconds: float = Field(
         10.0,
         gt=0,
-        description="Bound on that wait, so that a stalled stage 1 delays stage 2 but never "
-        "stops it.",
+        description="Stage 2 waits for stage 1 of its partition to reach a message's event "
+        "time or catch up with its input (a friend's request must not look like a stranger's "
+        "while stage 1 replays a backlog); the bound keeps a stalled stage 1 from stopping it.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -23,6 +23,7 @@ from typing import Any
 import faust
 import orjson
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
@@ -226,16 +227,61 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 return
         yield source
 
-    actor_clock = ActorStageClock(
-        worker.stage1_idle_seconds, worker.stage2_max_wait_seconds, time.monotonic
-    )
-
     def pausing() -> bool:
         return bool(app.rebalancing) or not app.flow_control.is_active()
 
     # Ingest keeps no state of its own: the next offset it needs is known while it holds the
     # partition (this generation or, kept through a rebalance, the one before).
     ingested: dict[Any, tuple[int, int]] = {}
+    # How far each hop into stage 1 has got on this worker, for stage 2's wait: per events
+    # partition the last offset whose stage-1 messages are acknowledged; per stage-1 partition
+    # the last offset this worker's ingest got acknowledged there, and the last one stage 1
+    # handled. Producers key events by actor, so events partition p feeds stage-1 partition p.
+    ingest_delivered: dict[Any, int] = {}
+    sent_to_stage1: dict[int, int] = {}
+    stage1_handled: dict[int, int] = {}
+    stage1_name = stage1_topic.get_topic_name()
+    events_names = list(topics.events)
+
+    def consumed_upto(tp: TP, offset: int) -> bool:
+        """Has this worker's consumer of `tp` handled everything the partition held when last
+        fetched? Unknown (not assigned, nothing fetched yet) is no."""
+        try:
+            end = app.consumer.highwater(tp)
+        except (AssertionError, KeyError, RuntimeError):
+            return False
+        return end is not None and offset + 1 >= end
+
+    def stage1_caught_up(partition: int) -> bool:
+        handled = stage1_handled.get(partition, -1)
+        if handled < sent_to_stage1.get(partition, -1):
+            return False
+        if not consumed_upto(TP(stage1_name, partition), handled):
+            return False
+        for name in events_names:
+            tp = TP(name, partition)
+            if tp in app.consumer.assignment() and not consumed_upto(
+                tp, ingest_delivered.get(tp, -1)
+            ):
+                return False
+        return True
+
+    actor_clock = ActorStageClock(worker.stage2_max_wait_seconds, time.monotonic, stage1_caught_up)
+    clock_generation = [-1]
+
+    def stage_clock() -> ActorStageClock:
+        generation = int(app.consumer_generation_id)
+        if generation != clock_generation[0]:
+            clock_generation[0] = generation
+            actor_clock.forget()
+        return actor_clock
+
+    async def note_delivered(futures: list[Any], taken: dict[Any, int]) -> None:
+        for metadata in await asyncio.gather(*futures):
+            if metadata.offset > sent_to_stage1.get(metadata.partition, -1):
+                sent_to_stage1[metadata.partition] = metadata.offset
+        for tp, offset in taken.items():
+            ingest_delivered[tp] = offset
 
     def count(stage: str, result: StageResult, alerts: list[Alert]) -> None:
         if result.outcome is Outcome.DUPLICATE:
@@ -322,9 +368,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 elif message.offset > expected:
                     async for record in with_missed("ingest", message, expected):
                         await ingest_one(record, tp, generation, out)
-            await send_batches(stage1_topic, out, -1, -1)
+            sent = await send_batches(stage1_topic, out, -1, -1)
+            batch_tps = {event.message.tp for event in batch}
+            taken = {tp: ingested[tp][0] for tp in batch_tps if tp in ingested}
+            # Not awaited here: acknowledgements only feed stage 2's wait.
+            delivered = asyncio.ensure_future(note_delivered(sent, taken))
+            delivered.add_done_callback(log_failure)
             metrics.stage_events.labels("ingest").inc(len(batch))
             metrics.stage_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    def log_failure(task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            app.log.error("stage-1 sends failed: %r", task.exception())
 
     def next_offset(table: Any, source: Any) -> int:
         return StageProgress(table, source.topic, source.partition, source.offset).applied_upto + 1
@@ -336,7 +391,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             metrics.replayed_messages.labels("stage1").inc()
             if source.offset > progress.applied_upto:
                 progress.record_skipped()
-            actor_clock.advance(source.partition, -1)
+            stage1_handled[source.partition] = source.offset
+            stage_clock().advance(source.partition, -1)
             return
         started = time.perf_counter()
         forwards = Batches()
@@ -369,7 +425,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             send_batches(stage2_topic, forwards, source.partition, source.offset),
         )
         progress.record(header)
-        actor_clock.advance(source.partition, newest)
+        stage1_handled[source.partition] = source.offset
+        stage_clock().advance(source.partition, newest)
         for kind, processed in processed_by_type.items():
             metrics.events.labels(kind).inc(processed)
         if occurred:
@@ -404,7 +461,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             ),
             default=-1,
         )
-        if await actor_clock.wait(source.partition, newest, pausing):
+        if await stage_clock().wait(source.partition, newest, pausing):
             metrics.stage2_waits.inc()
         started = time.perf_counter()
         requests = Batches()

@@ -111,29 +111,40 @@ class ActorStageClock:
     partition can lag its stage 2 (a restarted worker replays its stage-1 backlog while other
     partitions' forwards keep arriving), and then a friend's request looks like a stranger's.
     So stage 2 waits until stage 1 of its partition has applied events up to the message's
-    event time, or has been idle for `idle_s` (caught up with its input: nothing newer will
-    come from it), or `max_s` has passed.
+    event time, or has applied all there is so far (`caught_up(partition)`: nothing newer can
+    come from it yet), or `max_s` has passed.
+
+    Caught up is asked of the input, not inferred from quiet: a stage 1 that has not fetched
+    yet after a restart or a rebalance is quiet too. A rebalance forgets the event times
+    (`forget()`): a partition that comes back may have moved on elsewhere meanwhile.
     """
 
-    def __init__(self, idle_s: float, max_s: float, clock: Callable[[], float]) -> None:
-        self.idle_s = idle_s
+    def __init__(
+        self,
+        max_s: float,
+        clock: Callable[[], float],
+        caught_up: Callable[[int], bool],
+        poll_s: float = 0.1,
+    ) -> None:
         self.max_s = max_s
         self._clock = clock
+        self._caught_up = caught_up
+        self._poll_s = poll_s
         self._event_ms: dict[int, int] = {}
-        self._active_at: dict[int, float] = {}
         self._advanced = asyncio.Event()
 
     def advance(self, partition: int, newest_event_ms: int) -> None:
         if newest_event_ms > self._event_ms.get(partition, -1):
             self._event_ms[partition] = newest_event_ms
-        self._active_at[partition] = self._clock()
         self._advanced.set()
 
+    def forget(self) -> None:
+        self._event_ms.clear()
+
     def ready(self, partition: int, event_ms: int, waiting_since: float) -> bool:
-        now = self._clock()
-        if self._event_ms.get(partition, -1) >= event_ms or now - waiting_since >= self.max_s:
+        if self._event_ms.get(partition, -1) >= event_ms:
             return True
-        return now - self._active_at.get(partition, waiting_since) >= self.idle_s
+        return self._clock() - waiting_since >= self.max_s or self._caught_up(partition)
 
     async def wait(self, partition: int, event_ms: int, stop: Callable[[], bool]) -> bool:
         """Returns whether it had to wait."""
@@ -144,6 +155,8 @@ class ActorStageClock:
         while not self.ready(partition, event_ms, since) and not stop():
             waited = True
             self._advanced.clear()
+            # Caught-up changes without an advance (the input's end offset is learnt from
+            # fetches), so poll as well.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._advanced.wait(), timeout=self.idle_s / 4)
+                await asyncio.wait_for(self._advanced.wait(), timeout=self._poll_s)
         return waited

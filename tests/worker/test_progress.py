@@ -28,9 +28,19 @@ class Clock:
         return self.now
 
 
+class Input:
+    """Whether stage 1's input, per partition, is consumed to its end."""
+
+    def __init__(self) -> None:
+        self.consumed: set[int] = set()
+
+    def __call__(self, partition: int) -> bool:
+        return partition in self.consumed
+
+
 def test_stage2_is_ready_once_stage1_reaches_its_event_time() -> None:
     clock = Clock()
-    actor = ActorStageClock(idle_s=1.0, max_s=10.0, clock=clock)
+    actor = ActorStageClock(max_s=10.0, clock=clock, caught_up=Input())
     actor.advance(3, 5_000)
     assert actor.ready(3, 5_000, waiting_since=clock.now)
     assert not actor.ready(3, 5_001, waiting_since=clock.now)
@@ -39,32 +49,64 @@ def test_stage2_is_ready_once_stage1_reaches_its_event_time() -> None:
     assert not actor.ready(4, 5_001, waiting_since=clock.now)  # another partition's stage 1
 
 
-def test_stage2_stops_waiting_when_stage1_is_idle_or_after_the_bound() -> None:
-    # time  100.0  stage 1 of partition 3 applies events up to 5 s
-    #       100.5  stage 2 wants 9 s: stage 1 active 0.5 s ago, wait
-    #       101.0  stage 1 idle for 1 s: nothing newer will come, go
+def test_stage2_stops_waiting_once_stage1_has_consumed_its_input_or_after_the_bound() -> None:
+    # time  100.0  stage 1 of partition 3 applies events up to 5 s; stage 2 wants 9 s
+    #       105.0  stage 1 quiet for 5 s but its input not consumed (not fetched yet): wait
+    #       105.5  stage 1 has consumed its input to the end: nothing newer to wait for, go
     clock = Clock()
-    actor = ActorStageClock(idle_s=1.0, max_s=10.0, clock=clock)
+    stage1_input = Input()
+    actor = ActorStageClock(max_s=10.0, clock=clock, caught_up=stage1_input)
     actor.advance(3, 5_000)
-    clock.now = 100.5
-    assert not actor.ready(3, 9_000, waiting_since=100.5)
-    clock.now = 101.0
-    assert actor.ready(3, 9_000, waiting_since=100.5)
+    clock.now = 105.0
+    assert not actor.ready(3, 9_000, waiting_since=100.0)
+    clock.now = 105.5
+    stage1_input.consumed.add(3)
+    assert actor.ready(3, 9_000, waiting_since=100.0)
     # A busy stage 1 that never reaches the time: the bound ends the wait.
     for step in range(1, 12):
         clock.now = 101.0 + step
-        actor.advance(3, 5_000 + step)
-        assert actor.ready(3, 9_000_000, waiting_since=101.0) == (step >= 10)
+        actor.advance(4, 5_000 + step)
+        assert actor.ready(4, 9_000_000, waiting_since=101.0) == (step >= 10)
+
+
+def test_a_rebalance_forgets_how_far_stage1_had_got() -> None:
+    # A partition that moved away and back may have been processed elsewhere meanwhile.
+    clock = Clock()
+    actor = ActorStageClock(max_s=10.0, clock=clock, caught_up=Input())
+    actor.advance(3, 5_000)
+    actor.forget()
+    assert not actor.ready(3, 5_000, waiting_since=clock.now)
 
 
 def test_wait_returns_when_stage1_advances() -> None:
     async def run() -> bool:
-        actor = ActorStageClock(idle_s=5.0, max_s=60.0, clock=asyncio.get_running_loop().time)
+        actor = ActorStageClock(
+            max_s=60.0, clock=asyncio.get_running_loop().time, caught_up=Input()
+        )
         actor.advance(0, 1_000)
 
         async def stage1() -> None:
             await asyncio.sleep(0.05)
             actor.advance(0, 2_000)
+
+        task = asyncio.create_task(stage1())
+        waited = await asyncio.wait_for(actor.wait(0, 2_000, lambda: False), timeout=2)
+        await task
+        return waited
+
+    assert asyncio.run(run()) is True
+
+
+def test_wait_returns_when_stage1_input_is_consumed_without_advancing() -> None:
+    async def run() -> bool:
+        stage1_input = Input()
+        actor = ActorStageClock(
+            max_s=60.0, clock=asyncio.get_running_loop().time, caught_up=stage1_input, poll_s=0.01
+        )
+
+        async def stage1() -> None:
+            await asyncio.sleep(0.05)
+            stage1_input.consumed.add(0)
 
         task = asyncio.create_task(stage1())
         waited = await asyncio.wait_for(actor.wait(0, 2_000, lambda: False), timeout=2)
