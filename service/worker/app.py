@@ -202,9 +202,22 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def with_missed(stage: str, source: Any, expected: int) -> AsyncIterator[Any]:
         """The input messages to apply for `source`: first those the consumer skipped
         between `expected` (the next offset this stage needs; -1: unknown) and `source`,
-        read back (see worker.missed), then `source` itself."""
+        read back (see worker.missed), then `source` itself.
+
+        A stage with a stored marker stops once a rebalance starts: whoever owns the
+        partition next reads the same gap from the marker. Ingest has no marker, so it reads
+        the whole gap regardless; if the partition moved meanwhile, the copies it sends are
+        duplicates, which stage 1 absorbs."""
         if 0 <= expected < source.offset:
             generation = app.consumer_generation_id
+
+            def owned() -> bool:
+                if stage == "ingest":
+                    return not app.should_stop
+                return app.consumer_generation_id == generation and not app.rebalancing
+
+            if not owned():
+                return
             app.log.warning(
                 "%s: %s[%d] skipped offsets %d..%d; reading them back",
                 stage,
@@ -213,10 +226,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 expected,
                 source.offset - 1,
             )
-
-            def owned() -> bool:
-                return app.consumer_generation_id == generation and not app.rebalancing
-
             async for records in missed[stage].read(
                 source.topic, source.partition, expected, source.offset, owned
             ):
