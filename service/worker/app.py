@@ -334,7 +334,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             if outputs:
                 await asyncio.gather(*outputs)
         except BaseException:
-            commit.release()
+            state.abandon(commit)
             raise
         sent = await state.send(commit, partition)
         records = [await asyncio.gather(*table) for table in sent]

@@ -11,11 +11,17 @@ stage can await them before its progress marker. Records are the bytes Faust its
 write (the table's own codecs), so Faust's recovery and standbys read them unchanged. They go
 to the partition of the message being processed, as Faust does, which is the key's partition
 because every stage topic and table has the same partition count and key hashing.
+
+A commit's values reach the store only when its changelog records are sent, after the stage's
+outputs are acknowledged; until then reads see them in an overlay. A persistent store
+(RocksDB) survives SIGKILL: had it been written at commit, a crash before the outputs were
+acknowledged would leave the events marked as seen and their alerts and forwards lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -34,18 +40,23 @@ class CoalescedTable(MutableMapping[str, V], Generic[V]):
     def __init__(self, table: Any) -> None:
         self.table = table
         self._pending: dict[str, V] = {}
+        # Committed changes not yet in the store, oldest first.
+        self._unstored: deque[dict[str, V]] = deque()
 
     def __getitem__(self, key: str) -> V:
-        value = self._pending.get(key)
-        if value is None:
-            stored: V = self.table.data[key]
-            return stored
+        value = self.get(key, _DELETED)
         if value is _DELETED:
             raise KeyError(key)
-        return value
+        result: V = value
+        return result
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self._pending.get(key)
+        if value is None and self._unstored:
+            for layer in reversed(self._unstored):
+                value = layer.get(key)
+                if value is not None:
+                    break
         if value is None:
             return self.table.data.get(key, default)
         return default if value is _DELETED else value
@@ -62,26 +73,42 @@ class CoalescedTable(MutableMapping[str, V], Generic[V]):
     def __len__(self) -> int:
         return len(self.table.data)
 
-    def commit(self) -> list[tuple[bytes, bytes | None]]:
-        """Store the pending changes; returns their changelog records (key, value or None
-        for a deletion). Synchronous on purpose: the stages share these tables, and nothing
-        else may run between the store writes and the hand-over of the pending set."""
+    def commit(self) -> tuple[dict[str, V], list[tuple[bytes, bytes | None]]]:
+        """Close the pending changes: returns them and their changelog records (key, value or
+        None for a deletion). Reads keep seeing them until `store()`. Synchronous on purpose:
+        the stages share these tables, and nothing else may run between taking the pending
+        set and putting it in the overlay."""
         if not self._pending:
-            return []
+            return {}, []
         pending, self._pending = self._pending, {}
+        self._unstored.append(pending)
         table = self.table
-        store = table.data
         dump_key = codecs.get_codec(table.key_serializer).dumps
         dump_value = codecs.get_codec(table.value_serializer).dumps
-        records: list[tuple[bytes, bytes | None]] = []
-        for key, value in pending.items():
+        records: list[tuple[bytes, bytes | None]] = [
+            (dump_key(key), None if value is _DELETED else dump_value(value))
+            for key, value in pending.items()
+        ]
+        return pending, records
+
+    def store(self, changes: dict[str, V]) -> None:
+        """Write a commit's changes to the store; commits are stored in commit order."""
+        if not changes:
+            return
+        self.forget(changes)
+        store = self.table.data
+        for key, value in changes.items():
             if value is _DELETED:
                 store.pop(key, None)
-                records.append((dump_key(key), None))
             else:
                 store[key] = value
-                records.append((dump_key(key), dump_value(value)))
-        return records
+
+    def forget(self, changes: dict[str, V]) -> None:
+        """Drop a commit's changes from the overlay (stored, or abandoned)."""
+        for index, layer in enumerate(self._unstored):
+            if layer is changes:
+                del self._unstored[index]
+                return
 
     async def send(
         self, records: list[tuple[bytes, bytes | None]], partition: int
@@ -102,6 +129,7 @@ class CoalescedTable(MutableMapping[str, V], Generic[V]):
 class Commit:
     """Changelog records of one `StageTables.commit()`, and its place in the send order."""
 
+    changes: list[dict[str, Any]]
     records: list[list[tuple[bytes, bytes | None]]]
     after: asyncio.Future[None] | None
     handed_over: asyncio.Future[None]
@@ -128,25 +156,39 @@ class StageTables:
 
     def commit(self) -> Commit:
         """Store every pending change; returns their changelog records, to be sent with
-        `send()` (or given up with `Commit.release()`)."""
-        records = [self.actors.commit(), self.targets.commit(), self.relations.commit()]
-        commit = Commit(records, self._last, asyncio.get_running_loop().create_future())
+        `send()` (or given up with `abandon()`)."""
+        closed = [table.commit() for table in (self.actors, self.targets, self.relations)]
+        commit = Commit(
+            [changes for changes, _ in closed],
+            [records for _, records in closed],
+            self._last,
+            asyncio.get_running_loop().create_future(),
+        )
         self._last = commit.handed_over
         return commit
 
     async def send(self, commit: Commit, partition: int) -> list[list[Awaitable[Any]]]:
-        """Send the records to `partition` once every earlier commit's are handed to the
-        producer; returns per table the delivery futures."""
+        """Store the changes and send their records to `partition`, once every earlier
+        commit's are; returns per table the delivery futures."""
         try:
             if commit.after is not None:
                 await commit.after
             tables: tuple[CoalescedTable[Any], ...] = (self.actors, self.targets, self.relations)
+            for table, changes in zip(tables, commit.changes, strict=True):
+                table.store(changes)
             return [
                 await table.send(table_records, partition)
                 for table, table_records in zip(tables, commit.records, strict=True)
             ]
         finally:
             commit.release()
+
+    def abandon(self, commit: Commit) -> None:
+        """Give up a commit whose outputs failed: its changes are neither stored nor read."""
+        tables: tuple[CoalescedTable[Any], ...] = (self.actors, self.targets, self.relations)
+        for table, changes in zip(tables, commit.changes, strict=True):
+            table.forget(changes)
+        commit.release()
 
     def delivered(self, partition: int, records: list[list[Any]]) -> None:
         tables: tuple[CoalescedTable[Any], ...] = (self.actors, self.targets, self.relations)

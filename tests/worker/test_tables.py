@@ -14,6 +14,7 @@ from service.worker.tables import (
     KEY_CODEC,
     RELATION_CODEC,
     CoalescedTable,
+    StageTables,
     register_codecs,
 )
 
@@ -42,12 +43,14 @@ def faust_like_table(data: dict[str, Any]) -> Any:
 
 def flush(table: CoalescedTable[Any], partition: int) -> list[Any]:
     async def run() -> list[Any]:
-        return [await sent for sent in await table.send(table.commit(), partition)]
+        changes, records = table.commit()
+        table.store(changes)
+        return [await sent for sent in await table.send(records, partition)]
 
     return asyncio.run(run())
 
 
-def test_reads_see_pending_writes_and_the_store_sees_them_only_after_commit() -> None:
+def test_reads_see_pending_and_committed_writes_and_the_store_only_stored_ones() -> None:
     store = {"a": [1]}
     table: CoalescedTable[Any] = CoalescedTable(faust_like_table(store))
     table["a"] = [2]
@@ -56,9 +59,34 @@ def test_reads_see_pending_writes_and_the_store_sees_them_only_after_commit() ->
     assert table.get("a") is None and table["b"] == [3]
     with pytest.raises(KeyError):
         table["a"]
+    first, _ = table.commit()
+    table["b"] = [4]
+    second, _ = table.commit()
+    # Committed, outputs not yet acknowledged: reads see it, a persistent store must not.
+    assert table.get("a") is None and table["b"] == [4]
     assert store == {"a": [1]}
-    table.commit()
-    assert store == {"b": [3]}
+    table.store(first)
+    assert store == {"b": [3]} and table["b"] == [4]
+    table.store(second)
+    assert store == {"b": [4]}
+
+
+def test_a_commit_whose_outputs_failed_is_neither_stored_nor_read() -> None:
+    async def run() -> tuple[dict[str, Any], Any]:
+        store: dict[str, Any] = {"a": [1]}
+        tables = StageTables(faust_like_table(store), faust_like_table({}), faust_like_table({}))
+        tables.actors["a"] = [2]
+        failed = tables.commit()
+        tables.abandon(failed)
+        tables.actors["c"] = [3]
+        # Not held up by the abandoned commit.
+        for delivery in await tables.send(tables.commit(), 0):
+            await asyncio.gather(*delivery)
+        return store, tables.actors.get("a")
+
+    store, read = asyncio.run(run())
+    assert store == {"a": [1], "c": [3]}
+    assert read == [1]
 
 
 @pytest.mark.parametrize(
