@@ -34,15 +34,15 @@ system-packages: ## Debian packages the end-to-end tests use (kcat, prometheus, 
 test: $(STAMP) system-packages ## the whole test suite (what CI runs); starts its own Kafka
 	$(PY) -m pytest
 
-test-crash: $(STAMP) system-packages ## the SIGKILL recovery test (not yet reliable: README, Limitations)
+test-crash: $(STAMP) system-packages ## only the SIGKILL recovery test (also part of make test)
 	$(PY) -m pytest -m crash
 
 schemas: $(STAMP) ## regenerate schemas/ from the models
 	$(VENV)/bin/reciprocity schemas --out schemas
 
-bench: $(STAMP) ## benchmarks (not part of the tests): replay speed, worker vs bare Faust, detection quality
+bench: $(STAMP) ## benchmarks (not part of the tests): replay speed, worker vs Faust baselines on Kafka, detection quality
 	$(PY) -m bench
-	$(PY) -m bench.worker_throughput
+	$(PY) -m bench.speed
 	$(PY) -m bench.quality
 
 demo: $(STAMP) system-packages ## local Kafka + worker + generated traffic, alerts as they happen

@@ -1,7 +1,8 @@
 """Replay throughput: generated traffic through the whole core in one process.
 
-Prints events/s of decode + all three stages and writes bench/results/replay.json. The Kafka
-benchmarks (worker vs. Faust baselines) and detection quality on real traffic come later.
+Prints events/s of decode + all three stages and writes bench/results/replay.json. The worker
+on Kafka against Faust baselines is `python -m bench.speed`, detection quality on real traffic
+`python -m bench.quality`; `make bench` runs all three.
 """
 
 from __future__ import annotations
