@@ -14,16 +14,15 @@ done the straightforward way.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
-import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import faust
 
+from bench.bare_faust import DrainClock, run_worker
 from service.models import parse_timestamp_ms
 
 WINDOW = timedelta(hours=1)
@@ -50,24 +49,15 @@ def main() -> None:
     topic = app.topic(topic_name, value_serializer="json")
     windowed: Any = app.Table("reciprocity_counts", default=int).tumbling(WINDOW, expires=KEPT)
     counts = windowed.relative_to(event_time)
-    seen = [0, 0.0]
+    drained = DrainClock(expected, out)
 
     @app.agent(topic)
     async def count(stream):  # type: ignore[no-untyped-def]
         async for event in stream:
-            if seen[0] == 0:
-                seen[1] = time.perf_counter()
             counts[f"{event['actor_id']} {event.get('target_id', '')} {event['type']}"] += 1
-            seen[0] += 1
-            if seen[0] == expected:
-                with open(out, "w") as result:
-                    result.write(f"{time.perf_counter() - seen[1]:.6f}\n")
-                os._exit(0)
+            drained.one_more()
 
-    worker = faust.Worker(app, loglevel="warning", quiet=True)
-    # The spinner lowers the root logger to DEBUG (see service/cli.py); no baseline pays that.
-    worker.spinner = None
-    worker.execute_from_commandline()
+    run_worker(app)
 
 
 if __name__ == "__main__":

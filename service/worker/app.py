@@ -390,16 +390,23 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         if not task.cancelled() and task.exception() is not None:
             app.log.error("stage-1 sends failed: %r", task.exception())
 
+    def replayed(stage: str, progress: StageProgress, header: list[int], offset: int) -> bool:
+        """Are this message's effects all stored already (a replay after a restart)? Then the
+        marker moves past it, and the stage applies nothing."""
+        if not progress.already_applied(header):
+            return False
+        metrics.replayed_messages.labels(stage).inc()
+        if offset > progress.applied_upto:
+            progress.record_skipped()
+        return True
+
     def next_offset(table: Any, source: Any) -> int:
         return StageProgress(table, source.topic, source.partition, source.offset).applied_upto + 1
 
     async def apply_actor_message(source: Any) -> None:
         header, items = read_message(source.value)
         progress = StageProgress(actors, source.topic, source.partition, source.offset)
-        if progress.already_applied(header):
-            metrics.replayed_messages.labels("stage1").inc()
-            if source.offset > progress.applied_upto:
-                progress.record_skipped()
+        if replayed("stage1", progress, header, source.offset):
             stage1_handled[source.partition] = source.offset
             stage_clock().advance(source.partition, -1)
             return
@@ -454,10 +461,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def apply_target_message(source: Any) -> None:
         header, items = read_message(source.value)
         progress = StageProgress(targets, source.topic, source.partition, source.offset)
-        if progress.already_applied(header):
-            metrics.replayed_messages.labels("stage2").inc()
-            if source.offset > progress.applied_upto:
-                progress.record_skipped()
+        if replayed("stage2", progress, header, source.offset):
             return
         messages = [decode_target_message(item) for item in items]
         # Only follows (follow-backs) and requests (the stranger check) read relations
@@ -505,10 +509,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         header, items = read_message(source.value)
         # Stage 3 writes the actors table too; its marker key names its own topic.
         progress = StageProgress(actors, source.topic, source.partition, source.offset)
-        if progress.already_applied(header):
-            metrics.replayed_messages.labels("stage3").inc()
-            if source.offset > progress.applied_upto:
-                progress.record_skipped()
+        if replayed("stage3", progress, header, source.offset):
             return
         started = time.perf_counter()
         alerts: list[Alert] = []
