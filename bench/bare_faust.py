@@ -11,23 +11,14 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 import faust
 
 
 def main() -> None:
     bootstrap, topic_name, expected, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    app = faust.App(
-        f"bare-{uuid.uuid4().hex[:6]}",
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        datadir=tempfile.mkdtemp(),
-        web_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        key_serializer="raw",
-        value_serializer="raw",
-        autodiscover=False,
-    )
+    app = baseline_app("bare", bootstrap, key_serializer="raw", value_serializer="raw")
     topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
     drained = DrainClock(expected, out)
 
@@ -37,6 +28,20 @@ def main() -> None:
             drained.one_more()
 
     run_worker(app)
+
+
+def baseline_app(name: str, bootstrap: str, **options: Any) -> faust.App:
+    """A fresh Faust app reading from the start, in memory, without a web server."""
+    return faust.App(
+        f"{name}-{uuid.uuid4().hex[:6]}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=tempfile.mkdtemp(),
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+        **options,
+    )
 
 
 class DrainClock:

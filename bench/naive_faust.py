@@ -15,14 +15,10 @@ done the straightforward way.
 from __future__ import annotations
 
 import sys
-import tempfile
-import uuid
 from datetime import timedelta
 from typing import Any
 
-import faust
-
-from bench.bare_faust import DrainClock, run_worker
+from bench.bare_faust import DrainClock, baseline_app, run_worker
 from service.models import parse_timestamp_ms
 
 WINDOW = timedelta(hours=1)
@@ -36,16 +32,7 @@ def event_time(event: Any) -> float:
 
 def main() -> None:
     bootstrap, topic_name, expected, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    app = faust.App(
-        f"naive-{uuid.uuid4().hex[:6]}",
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        datadir=tempfile.mkdtemp(),
-        web_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        topic_partitions=8,
-        autodiscover=False,
-    )
+    app = baseline_app("naive", bootstrap, topic_partitions=8)
     topic = app.topic(topic_name, value_serializer="json")
     windowed: Any = app.Table("reciprocity_counts", default=int).tumbling(WINDOW, expires=KEPT)
     counts = windowed.relative_to(event_time)

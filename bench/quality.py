@@ -47,7 +47,6 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -67,6 +66,7 @@ from bench.higgs import (
     sha256,
 )
 from bench.midas import MidasRStream
+from bench.report import report
 from service.cli import tune_gc
 from service.generate import finalize_events
 from service.models import Event, EventType, parse_timestamp_ms
@@ -971,13 +971,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tune_gc()  # as `reciprocity replay` does: the state is millions of long-lived lists
     err = Console(stderr=True)
     result = run_benchmark(options, log=lambda msg: err.print(msg, highlight=False))
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=170)
-    print_tables(result, out)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    print(f"written to {args.out}")
+    report(result, print_tables, args.out, width=170)
 
 
 if __name__ == "__main__":

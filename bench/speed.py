@@ -56,6 +56,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import latency
+from bench.report import report
 from bench.time_breakdown import IDLE, Breakdown
 from bench.time_breakdown import load as load_profile
 from service.generate import generate_traffic
@@ -623,13 +624,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{time.perf_counter() - started:6.1f} s  {message}", highlight=False
         ),
     )
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=150)
-    print_tables(result, out)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    print(f"written to {args.out}")
+    report(result, print_tables, args.out, width=150)
 
 
 if __name__ == "__main__":

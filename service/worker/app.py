@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -451,13 +451,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         metrics.stage_events.labels("stage1").inc(len(items))
         metrics.stage_seconds.labels("stage1").observe(time.perf_counter() - started)
 
-    @app.agent(stage1_topic, name="stage1_by_actor")
-    async def actor_stage(stream: Any) -> None:
-        async for stage_event in stream.events():
-            source = stage_event.message
-            async for message in with_missed("stage1", source, next_offset(actors, source)):
-                await apply_actor_message(message)
-
     async def apply_target_message(source: Any) -> None:
         header, items = read_message(source.value)
         progress = StageProgress(targets, source.topic, source.partition, source.offset)
@@ -498,13 +491,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         metrics.stage_events.labels("stage2").inc(len(items))
         metrics.stage_seconds.labels("stage2").observe(time.perf_counter() - started)
 
-    @app.agent(stage2_topic, name="stage2_by_target")
-    async def target_stage(stream: Any) -> None:
-        async for stage_event in stream.events():
-            source = stage_event.message
-            async for message in with_missed("stage2", source, next_offset(targets, source)):
-                await apply_target_message(message)
-
     async def apply_request_message(source: Any) -> None:
         header, items = read_message(source.value)
         # Stage 3 writes the actors table too; its marker key names its own topic.
@@ -520,12 +506,28 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         metrics.stage_events.labels("stage3").inc(len(items))
         metrics.stage_seconds.labels("stage3").observe(time.perf_counter() - started)
 
-    @app.agent(stage3_topic, name="stage3_by_requester")
-    async def requester_stage(stream: Any) -> None:
-        async for stage_event in stream.events():
-            source = stage_event.message
-            async for message in with_missed("stage3", source, next_offset(actors, source)):
-                await apply_request_message(message)
+    def stage_agent(
+        stage: str, table: Any, apply: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Any], Awaitable[None]]:
+        """A stage's agent: each input message, after any the consumer skipped before it."""
+
+        async def agent(stream: Any) -> None:
+            async for stage_event in stream.events():
+                source = stage_event.message
+                async for message in with_missed(stage, source, next_offset(table, source)):
+                    await apply(message)
+
+        return agent
+
+    app.agent(stage1_topic, name="stage1_by_actor")(
+        stage_agent("stage1", actors, apply_actor_message)
+    )
+    app.agent(stage2_topic, name="stage2_by_target")(
+        stage_agent("stage2", targets, apply_target_message)
+    )
+    app.agent(stage3_topic, name="stage3_by_requester")(
+        stage_agent("stage3", actors, apply_request_message)
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def declare_output_topics() -> None:
