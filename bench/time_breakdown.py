@@ -33,7 +33,7 @@ INGEST = "ingest: decode and validate the JSON"
 WIRE = "stage messages: encode, decode"
 COMMIT = "state commit: encode changelog values"
 STATE_SENDS = "state: changelog records to the producer, store writes"
-PROGRESS = "progress markers, rewinds, stage clock"
+PROGRESS = "progress markers, skipped-message read-backs, stage clock"
 METRICS = "metrics: ours (prometheus_client)"
 FAUST_SENSORS = "metrics: Faust's sensors (monitor, Prometheus), per message"
 SCRAPES = "metrics: /metrics scrapes (the benchmark's progress polls)"
@@ -66,6 +66,7 @@ ANCHORS: tuple[tuple[str, str, str], ...] = (
     ("service/worker/tables.py", "forget", STATE_SENDS),
     ("service/worker/tables.py", "abandon", STATE_SENDS),
     ("service/worker/progress.py", "*", PROGRESS),
+    ("service/worker/missed.py", "*", PROGRESS),
     ("service/worker/metrics.py", "*", METRICS),
     ("/faust/sensors/prometheus.py", "metrics_handler", SCRAPES),
     ("/faust/sensors/", "*", FAUST_SENSORS),
