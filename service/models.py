@@ -173,7 +173,22 @@ class DeadLetter(BaseModel):
     source_topic: str
     source_partition: int
     source_offset: int
-    key_b64: str | None = Field(description="Original key bytes, base64; null if none.")
-    value_b64: str | None = Field(description="Original value bytes, base64; null if none.")
+    key_b64: str | None = Field(
+        description="Original key bytes, base64 (only their first bytes if `truncated`); null "
+        "if none."
+    )
+    key_size: int | None = Field(description="Length of the original key in bytes.")
+    key_sha256: str | None = Field(description="SHA-256 of the whole original key, hex.")
+    value_b64: str | None = Field(
+        description="Original value bytes, base64 (only their first bytes if `truncated`); "
+        "null if none."
+    )
+    value_size: int | None = Field(description="Length of the original value in bytes.")
+    value_sha256: str | None = Field(description="SHA-256 of the whole original value, hex.")
+    truncated: bool = Field(
+        description="The key or value was longer than the worker keeps "
+        "(RECIPROCITY_INPUT__DEAD_LETTER_KEEP_BYTES): its base64 holds a prefix; size and "
+        "hash are of the whole."
+    )
     rejected_at: str = Field(description="RFC 3339 UTC, processing time")
     schema_version: int = SCHEMA_VERSION

@@ -27,6 +27,15 @@ class InputSettings(Section):
     max_future_seconds: int = Field(
         300, ge=0, description="Clock skew tolerated before an event counts as from the future."
     )
+    dead_letter_keep_bytes: int = Field(
+        65_536,
+        ge=0,
+        le=327_680,
+        description="Bytes of a rejected key and of its value copied into the dead letter; "
+        "past this a prefix, the size and a SHA-256. The default keeps every message rejected "
+        "for its content whole; the bound keeps a dead letter (base64, key and value) under the "
+        "producer's 1,000,000-byte request limit.",
+    )
 
 
 class StateSettings(Section):

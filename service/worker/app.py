@@ -14,7 +14,6 @@ Faust assigns that number of every topic to one worker.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -27,9 +26,10 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
+from service.dead_letter import dead_letter
 from service.decoding import EventDecoder, Rejection
 from service.kafka_clients import client_options, ssl_context
-from service.models import Alert, DeadLetter, EventType, format_timestamp
+from service.models import Alert, EventType
 from service.pipeline import Outcome, Pipeline, StageResult
 from service.reciprocity import profile
 from service.settings import KafkaSettings, Settings
@@ -355,6 +355,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                     message.offset,
                     message.key,
                     message.value,
+                    wall_clock_ms(),
+                    settings.input.dead_letter_keep_bytes,
                 ),
             )
             return
@@ -560,24 +562,3 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     app.reciprocity_metrics = metrics  # type: ignore[attr-defined]
     return app
-
-
-def dead_letter(
-    rejection: Rejection,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-) -> bytes:
-    record = DeadLetter(
-        code=rejection.code,
-        message=rejection.message,
-        source_topic=topic,
-        source_partition=partition,
-        source_offset=offset,
-        key_b64=base64.b64encode(key).decode() if key is not None else None,
-        value_b64=base64.b64encode(value).decode() if value is not None else None,
-        rejected_at=format_timestamp(wall_clock_ms()),
-    )
-    return orjson.dumps(record.model_dump(mode="json"))

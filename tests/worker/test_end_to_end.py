@@ -3,12 +3,15 @@ Prometheus scrapes it throughout, with deploy/prometheus rules and deploy/grafan
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import shutil
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +45,22 @@ MALFORMED = [
     ),
     (b'{"event_id":"bad-2","type":"follow","actor_id":"a","occurred_at":1}', "target_mismatch"),
     (b"[1,2,3]", "not_an_object"),
+]
+
+
+def event_of_size(size: int, name: str) -> bytes:
+    """A mention whose text pads it to exactly `size` bytes."""
+    head = f'{{"event_id":"{name}","type":"mention","actor_id":"{name}","target_id":"u00001",'
+    head += '"occurred_at":1,"text":"'
+    return (head + "x" * (size - len(head) - 2) + '"}').encode()
+
+
+# Past the contract's 64 KiB and up to the broker's default limit: the dead letters of the
+# last two hold a prefix of the value (their whole base64 would not fit in one message).
+OVERSIZED = [
+    (event_of_size(64 * 1024, "big-64k"), "invalid_field", False),
+    (event_of_size(800_000, "big-800k"), "message_too_large", True),
+    (event_of_size(1_000_000, "big-1m"), "message_too_large", True),
 ]
 
 
@@ -123,7 +142,13 @@ def run(
             topics["events"],
             stdin=b"\n".join(lines[third : third + 2000] + [m for m, _ in MALFORMED]) + b"\n",
         )
-        produce(kafka, topics["events"], lines[third + 2000 :])
+        # The oversized ones amid valid events: none of those may be lost (a dead letter
+        # too large to send once took its whole ingest batch down with it).
+        rest = lines[third + 2000 :]
+        for n, (raw, _, _) in enumerate(OVERSIZED):
+            produce(kafka, topics["events"], rest[n * 1000 : (n + 1) * 1000])
+            produce(kafka, topics["events"], [raw])
+        produce(kafka, topics["events"], rest[len(OVERSIZED) * 1000 :])
         stage_topics = [topics["events"]] + [
             f"e2e-{suffix}-stage{n}" for n in ("1-by-actor", "2-by-target", "3-by-requester")
         ]
@@ -172,16 +197,28 @@ def test_alert_payloads_follow_the_contract(run: Run) -> None:
 
 
 def test_malformed_messages_are_dead_lettered_with_their_codes(run: Run) -> None:
-    import base64
-
-    got = {base64.b64decode(d["value_b64"]): d for d in run.dead_letters}
-    assert len(run.dead_letters) == len(MALFORMED)
+    got = {d["value_sha256"]: d for d in run.dead_letters}
+    assert len(run.dead_letters) == len(MALFORMED) + len(OVERSIZED)
     for raw, code in MALFORMED:
-        record = got[raw]
+        record = got[hashlib.sha256(raw).hexdigest()]
+        assert base64.b64decode(record["value_b64"]) == raw
         assert record["code"] == code
         assert record["source_topic"] == run.topics["events"]
         assert record["source_partition"] == 0 and record["source_offset"] >= 0
         assert record["message"]
+
+
+def test_oversized_messages_are_dead_lettered_within_the_message_limit(run: Run) -> None:
+    by_hash = {d["value_sha256"]: d for d in run.dead_letters}
+    for raw, code, truncated in OVERSIZED:
+        record = by_hash[hashlib.sha256(raw).hexdigest()]
+        assert (record["code"], record["value_size"], record["truncated"]) == (
+            code,
+            len(raw),
+            truncated,
+        )
+        kept = base64.b64decode(record["value_b64"])
+        assert raw.startswith(kept) and len(kept) == min(len(raw), 64 * 1024)
 
 
 def test_metrics_count_what_was_processed(run: Run) -> None:
@@ -245,8 +282,9 @@ def test_prometheus_scrapes_our_counters(run: Run, prometheus: PrometheusServer)
     events = prometheus.query(f'sum(reciprocity_events_total{{job="{JOB}"}})')
     assert total(events) == len(run.lines)
     rejected = prometheus.query(f'reciprocity_events_rejected_total{{job="{JOB}"}}')
+    expected = Counter(code for _, code in MALFORMED) + Counter(code for _, code, _ in OVERSIZED)
     assert {series["metric"]["code"]: float(series["value"][1]) for series in rejected} == {
-        code: 1.0 for _, code in MALFORMED
+        code: float(n) for code, n in expected.items()
     }
 
 
