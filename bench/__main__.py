@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 
 from service.cli import tune_gc, wall_clock_ms
-from service.decoding import EventDecoder, Rejection
-from service.generate import generate_traffic
-from service.replay import Replayer
+from service.core.decoding import EventDecoder, Rejection
+from service.core.replay import Replayer
+from service.devtools.generate import generate_traffic
 from service.settings import Settings
 
 

@@ -1,6 +1,6 @@
-"""Attacks injected into the Higgs week, built with `service.generate`'s scenario builders.
+"""Attacks injected into the Higgs week, built with `service.devtools.generate`'s scenario builders.
 
-Every attack is one call to a builder of `service/generate.py` (`follower_purchase`,
+Every attack is one call to a builder of `service/devtools/generate.py` (`follower_purchase`,
 `retweet_request_campaign`, `follow_churn`, `duplicate_reply_spam`) with parameters from the
 grid below, on real accounts of the week: purchase subjects are accounts of the follower graph
 with 5-500 followers in it, camouflage targets its 500 most followed accounts, strangers,
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from random import Random
 
 from bench.higgs import HOUR_MS, Activity, Graph
-from service.generate import (
+from service.devtools.generate import (
     MINUTE_MS,
     ExpectedAlert,
     Injection,

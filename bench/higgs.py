@@ -22,7 +22,7 @@ benchmark reports the busiest 10 minutes of organic follower gain next to the ru
 **Texts.** The data has no text. Replies and mentions need one (duplicate_reply_spam and
 unsolicited_retweet_request read it). Every tweet, i.e. every (A, second) group of reply and
 mention lines, gets ONE text: the @handles of every account it addresses, then a sentence from
-`service.generate`'s organic word lists (~10^6 sentences, none asks for a share), drawn from a
+`devtools.generate`'s organic word lists (~10^6 sentences, none asks for a share), drawn from a
 generator seeded by the run seed and never repeated by the same author. So a tweet that
 mentions five people is five mention events with the same text, as a platform would emit them;
 different tweets never share a text. `--tweet-text distinct` gives every event its own
@@ -54,8 +54,8 @@ from pathlib import Path
 from random import Random
 from typing import Literal
 
-from service.generate import REPLY_OPENERS, unused_sentence  # the organic word lists
-from service.models import Event, EventType
+from service.core.models import Event, EventType
+from service.devtools.generate import REPLY_OPENERS, unused_sentence  # the organic word lists
 
 __all__ = [
     "DEFAULT_DATA_DIR",

@@ -1,6 +1,6 @@
 """Event→alert latency of a running worker: paced traffic in, alerts out, both on the wall clock.
 
-Generated traffic (organic background with every injected scenario of `service.generate`, and
+Generated traffic (organic background with every injected scenario of `devtools.generate`, and
 more small attacks built by its scenario builders, so that there are alerts enough for a p99)
 is sent in its event-time order at a fixed rate, each event's `occurred_at` replaced by the wall
 clock at the moment it is handed to the producer (epoch ms). A day of generated traffic then
@@ -33,14 +33,14 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from service.generate import (
+from service.core.models import parse_timestamp_ms
+from service.devtools.generate import (
     HOUR_MS,
     duplicate_reply_spam,
     finalize_events,
     generate_traffic,
     retweet_request_campaign,
 )
-from service.models import parse_timestamp_ms
 
 # Production time (epoch ms) -> (actor, target) of every event produced in that millisecond.
 Produced = dict[int, list[tuple[str, str | None]]]

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from bench.bare_faust import DrainClock, baseline_app, run_worker
-from service.models import parse_timestamp_ms
+from service.core.models import parse_timestamp_ms
 
 WINDOW = timedelta(hours=1)
 KEPT = timedelta(days=7)

@@ -7,12 +7,12 @@ For each seed:
 1. The untouched week: the real Higgs retweets, mentions and replies (sorted by time) plus
    organic follows drawn from the real follower-graph fragment (`bench/higgs.py` says how,
    with what texts and at what rate), replayed through the same core the worker uses
-   (`service.replay.Replayer`, default settings). Every alert here is a false alert: false
+   (`service.core.replay.Replayer`, default settings). Every alert here is a false alert: false
    alerts per day, per rule.
 2. The same week with attacks injected (`bench/attacks.py`: follower purchases of 50 / 200 /
    1000 fake accounts over 10 min / 2 h / 24 h, fresh or dormant, with or without camouflage
    follows; stranger retweet-request campaigns; churners; duplicate repliers), built by
-   `service.generate`'s scenario builders. An attack is detected when its rule alerts on its
+   `devtools.generate`'s scenario builders. An attack is detected when its rule alerts on its
    subject at or after the attack start; recall per rule is the share detected; the delay is
    the first such alert's `window_end` (the event time of the event that triggered it) minus
    the attack start, in event time.
@@ -68,9 +68,9 @@ from bench.higgs import (
 from bench.midas import MidasRStream
 from bench.report import report
 from service.cli import tune_gc
-from service.generate import finalize_events
-from service.models import Event, EventType, parse_timestamp_ms
-from service.replay import Replayer
+from service.core.models import Event, EventType, parse_timestamp_ms
+from service.core.replay import Replayer
+from service.devtools.generate import finalize_events
 from service.settings import DetectionSettings
 
 RULES = ("follower_spike", "unsolicited_retweet_request", "follow_churn", "duplicate_reply_spam")
@@ -81,13 +81,13 @@ DEFAULT_OUT = Path("bench/results/quality.json")
 
 TEXT_MODEL = (
     "Higgs has no text. Each tweet (one author, one second) gets one text: the @handles it "
-    "addresses plus a seeded sentence from service.generate's organic word lists, never "
+    "addresses plus a seeded sentence from the generator's organic word lists, never "
     "repeated by an author and never asking for a share; a tweet mentioning k accounts is k "
     "events with the same text."
 )
 TEXT_MODEL_DISTINCT = (
     "Higgs has no text. Every reply and mention event gets its own seeded sentence from "
-    "service.generate's organic word lists (never repeated by an author, never asking for a "
+    "the generator's organic word lists (never repeated by an author, never asking for a "
     "share), even when several events come from one tweet."
 )
 
@@ -832,7 +832,7 @@ def _notes(result: dict[str, Any]) -> list[str]:
     if skipped:
         lines.append(f"{skipped} attack(s) skipped: the stream slice is too short for them.")
     lines.append(
-        "recall (designed): only the attacks service.generate's ExpectedAlert says the default "
+        "recall (designed): only the attacks the generator's ExpectedAlert says the default "
         "thresholds must catch (for purchases: the fake follows reach the 30-follow floor "
         "within 10 min); slower drips stay under every default threshold by design."
     )

@@ -59,8 +59,8 @@ from bench import latency
 from bench.report import report
 from bench.time_breakdown import IDLE, Breakdown
 from bench.time_breakdown import load as load_profile
-from service.generate import generate_traffic
-from service.local_kafka import LocalKafka, free_port
+from service.devtools.generate import generate_traffic
+from service.devtools.local_kafka import LocalKafka, free_port
 
 DEFAULT_OUT = Path("bench/results/speed.json")
 TARGET_OVER_NAIVE = 2.0  # the target: ours ≥ 2× the naive baseline, same run

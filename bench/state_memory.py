@@ -28,8 +28,8 @@ from typing import Any
 import orjson
 
 from service.cli import tune_gc
-from service.models import Event, EventType
-from service.replay import Replayer
+from service.core.models import Event, EventType
+from service.core.replay import Replayer
 from service.settings import DetectionSettings
 from service.worker.tables import AccountKeyCodec, ActorStateCodec, RelationCodec, TargetStateCodec
 

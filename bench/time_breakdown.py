@@ -51,10 +51,10 @@ IDLE = "idle: waiting in epoll"
 # (file path suffix, function name or "*") -> group; the innermost anchor wins.
 ANCHORS: tuple[tuple[str, str, str], ...] = (
     ("", "<module>", STARTUP),  # a module's body runs once, at its import
-    ("service/pipeline.py", "actor_stage", STAGE1),
-    ("service/pipeline.py", "target_stage", STAGE2),
-    ("service/pipeline.py", "requester_stage", STAGE3),
-    ("service/decoding.py", "decode", INGEST),
+    ("service/core/pipeline.py", "actor_stage", STAGE1),
+    ("service/core/pipeline.py", "target_stage", STAGE2),
+    ("service/core/pipeline.py", "requester_stage", STAGE3),
+    ("service/core/decoding.py", "decode", INGEST),
     ("service/worker/wire.py", "*", WIRE),
     ("service/worker/progress.py", "read_message", WIRE),
     ("service/worker/progress.py", "add", WIRE),

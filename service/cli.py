@@ -12,14 +12,12 @@ from typing import BinaryIO
 
 import click
 import orjson
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 
-from service.decoding import EventDecoder, Rejection
-from service.replay import Replayer
-from service.settings import Settings
+from service.core.decoding import EventDecoder, Rejection
+from service.core.replay import Replayer
+from service.settings import ConfigurationError, Settings, settings_from_environment
 
 
 def tune_gc() -> None:
@@ -37,16 +35,9 @@ def wall_clock_ms() -> int:
 def load_settings() -> Settings:
     """Settings from the environment, or exit naming every bad variable."""
     try:
-        return Settings()
-    except SettingsError as exc:
-        # Raised for a value that is not valid JSON where a list or object is expected.
-        raise click.ClickException(f"invalid configuration: {exc}") from None
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors(include_url=False):
-            path = "__".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"  RECIPROCITY_{path}: {error['msg']}")
-        raise click.ClickException("invalid configuration:\n" + "\n".join(lines)) from None
+        return settings_from_environment()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group()
@@ -218,14 +209,14 @@ def generate(
     topic: str | None,
 ) -> None:
     """Seeded synthetic traffic with injected spam scenarios and near-misses."""
-    from service.generate import generate_traffic, write_jsonl
+    from service.devtools.generate import generate_traffic, write_jsonl
 
     settings = load_settings() if topic else None
     traffic = generate_traffic(seed, users=users, hours=hours, organic_events=organic_events)
     if settings is not None and topic is not None:
         import asyncio
 
-        from service.kafka_clients import produce_events
+        from service.devtools.produce import produce_events
 
         sent = asyncio.run(produce_events(settings.kafka, topic, traffic.events))
         click.echo(f"{sent:,} events sent to {topic}", err=True)
@@ -268,7 +259,7 @@ def demo(
     duration: float, rate: float, seed: int, bootstrap: str | None, port: int | None, workdir: Path
 ) -> None:
     """Local broker + worker + generated traffic; alerts shown as they happen."""
-    from service.demo import run_demo
+    from service.devtools.demo import run_demo
 
     load_settings()  # fail early on a bad environment, as the worker would
     run_demo(duration, rate, seed, bootstrap, port, workdir)
@@ -302,7 +293,7 @@ def worker() -> None:
 )
 def schemas(out_dir: Path) -> None:
     """Write the JSON Schema of every topic's messages into OUT."""
-    from service.schemas import write_schemas
+    from service.core.schemas import write_schemas
 
     for path in write_schemas(out_dir):
         click.echo(str(path))

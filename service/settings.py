@@ -10,10 +10,18 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from service.share_request import DEFAULT_NOT_A_REQUEST_PATTERNS, DEFAULT_REQUEST_PATTERNS
+from service.core.share_request import DEFAULT_NOT_A_REQUEST_PATTERNS, DEFAULT_REQUEST_PATTERNS
 
 
 class Section(BaseModel):
@@ -307,3 +315,21 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     input: InputSettings = InputSettings()
     detection: DetectionSettings = DetectionSettings()
+
+
+class ConfigurationError(ValueError):
+    """The environment does not make valid settings; the message names every bad variable."""
+
+
+def settings_from_environment() -> Settings:
+    try:
+        return Settings()
+    except SettingsError as exc:
+        # Raised for a value that is not valid JSON where a list or object is expected.
+        raise ConfigurationError(f"invalid configuration: {exc}") from None
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            path = "__".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"  RECIPROCITY_{path}: {error['msg']}")
+        raise ConfigurationError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -4,14 +4,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.local_kafka import kafka_bootstrap
+from service.devtools.local_kafka import kafka_bootstrap
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden",
         action="store_true",
-        help="Rewrite golden files (schemas/, tests/golden/) from the current code.",
+        help="Rewrite golden files (schemas/, tests/core/golden/) from the current code.",
     )
 
 

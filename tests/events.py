@@ -6,8 +6,8 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from service.models import Alert, Event
-from service.replay import Replayer
+from service.core.models import Alert, Event
+from service.core.replay import Replayer
 from service.settings import DetectionSettings
 
 T0 = 1_767_571_200_000  # 2026-01-05T00:00:00Z

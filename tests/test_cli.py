@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.models import Alert
+from service.core.models import Alert
 
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
 

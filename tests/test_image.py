@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 import pytest
 
-from service.generate import generate_traffic
-from service.local_kafka import free_port
+from service.devtools.generate import generate_traffic
+from service.devtools.local_kafka import free_port
 from tests.worker.harness import create_topics, http_get, produce, read_all
 
 pytestmark = pytest.mark.kafka

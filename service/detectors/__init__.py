@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from service.context import ActorContext, RequesterContext, TargetContext
+from service.core.context import ActorContext, RequesterContext, TargetContext
 from service.detectors import (
     duplicate_reply_spam,
     follow_churn,

@@ -7,8 +7,8 @@ import re
 from hashlib import blake2b
 from typing import Any, Final
 
-from service.context import ActorContext, AlertIntent
-from service.models import EventType, Severity
+from service.core.context import ActorContext, AlertIntent
+from service.core.models import EventType, Severity
 
 RULE: Final = "duplicate_reply_spam"
 SAMPLE_CHARS = 280

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from service.context import ActorContext, AlertIntent
-from service.models import EventType, Severity
-from service.state import GIVEN_FOLLOW, RECEIVED_FOLLOW_BACK
-from service.windows import add, totals
+from service.core.context import ActorContext, AlertIntent
+from service.core.models import EventType, Severity
+from service.core.state import GIVEN_FOLLOW, RECEIVED_FOLLOW_BACK
+from service.core.windows import add, totals
 
 RULE: Final = "follow_churn"
 FOLLOWS, UNFOLLOWS, CHURNED, CHURNED_FOLLOWED_BACK = range(4)

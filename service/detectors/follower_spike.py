@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from service.context import (
+from service.core.context import (
     FAST_FOLLOWER,
     FOLLOWS_FAR_MORE,
     FRESH_ACCOUNT,
@@ -15,9 +15,9 @@ from service.context import (
     Config,
     TargetContext,
 )
-from service.models import Event, EventType, Severity
-from service.state import GIVEN_FOLLOW, RECEIVED_FOLLOW, ActorState
-from service.windows import DAY_MS, HOUR_MS, WINDOW_1H, WINDOW_7D, add, totals
+from service.core.models import Event, EventType, Severity
+from service.core.state import GIVEN_FOLLOW, RECEIVED_FOLLOW, ActorState
+from service.core.windows import DAY_MS, HOUR_MS, WINDOW_1H, WINDOW_7D, add, totals
 
 RULE: Final = "follower_spike"
 FOLLOWS, LOW_QUALITY = 0, 1

@@ -4,8 +4,8 @@ keyed by the recipient; the tally and the alert happen in `unsolicited_retweet_r
 
 from __future__ import annotations
 
-from service.context import StrangerRequest, TargetContext
-from service.windows import DAY_MS
+from service.core.context import StrangerRequest, TargetContext
+from service.core.windows import DAY_MS
 
 
 def detect(ctx: TargetContext) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from service.context import AlertIntent, RequesterContext
-from service.models import Severity
+from service.core.context import AlertIntent, RequesterContext
+from service.core.models import Severity
 
 RULE: Final = "unsolicited_retweet_request"
 

@@ -26,12 +26,12 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
-from service.dead_letter import dead_letter
-from service.decoding import EventDecoder, Rejection
-from service.kafka_clients import client_options, ssl_context
-from service.models import Alert, EventType
-from service.pipeline import Outcome, Pipeline, StageResult
-from service.reciprocity import profile
+from service.core.dead_letter import dead_letter
+from service.core.decoding import EventDecoder, Rejection
+from service.core.models import Alert, EventType
+from service.core.pipeline import Outcome, Pipeline, StageResult
+from service.core.reciprocity import profile
+from service.runtime.kafka_clients import client_options, ssl_context
 from service.settings import KafkaSettings, Settings
 from service.worker.metrics import Metrics
 from service.worker.missed import MissedMessages

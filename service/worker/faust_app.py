@@ -9,9 +9,9 @@ from typing import Any
 def __getattr__(name: str) -> Any:
     if name != "app":
         raise AttributeError(name)
-    from service.cli import load_settings
+    from service.settings import settings_from_environment
     from service.worker.app import create_app
 
-    app = create_app(load_settings())
+    app = create_app(settings_from_environment())
     globals()["app"] = app
     return app

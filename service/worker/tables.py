@@ -30,7 +30,7 @@ import orjson
 from faust.serializers import codecs
 from faust.types import TP
 
-from service.state import ActorState, Relation, TargetState
+from service.core.state import ActorState, Relation, TargetState
 
 V = TypeVar("V")
 _DELETED: Any = object()

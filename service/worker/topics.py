@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from mode.utils.times import want_seconds
 
-from service.kafka_clients import client_options
+from service.runtime.kafka_clients import client_options
 from service.settings import KafkaSettings
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from service.context import StrangerRequest, TargetMessage
-from service.models import ActorSnapshot, Event, EventType
+from service.core.context import StrangerRequest, TargetMessage
+from service.core.models import ActorSnapshot, Event, EventType
 
 # A stage message stays well below Kafka's default 1 MiB message limit.
 MAX_BATCH_BYTES = 512 * 1024

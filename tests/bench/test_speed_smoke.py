@@ -71,9 +71,9 @@ def test_latency_is_read_time_minus_the_triggering_events_production_time() -> N
 
 def test_time_breakdown_gives_a_stages_callees_to_the_stage() -> None:
     from service.cli import wall_clock_ms
-    from service.generate import generate_traffic
-    from service.models import Event
-    from service.replay import Replayer
+    from service.core.models import Event
+    from service.core.replay import Replayer
+    from service.devtools.generate import generate_traffic
     from service.settings import DetectionSettings
 
     events = [Event.model_validate(e) for e in generate_traffic(5, organic_events=500).events]

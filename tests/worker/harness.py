@@ -19,7 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from service.local_kafka import free_port
+from service.devtools.local_kafka import free_port
 
 
 class Worker:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.local_kafka import free_port
+from service.devtools.local_kafka import free_port
 
 SCRAPE_INTERVAL_S = 1
 

@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 import pytest
 
-from service.decoding import EventDecoder, Rejection
-from service.generate import generate_traffic
-from service.models import Alert
-from service.replay import Replayer
+from service.core.decoding import EventDecoder, Rejection
+from service.core.models import Alert
+from service.core.replay import Replayer
+from service.devtools.generate import generate_traffic
 from service.settings import Settings
 from tests.deploy import dashboard
 from tests.deploy.exported import DEPLOY

@@ -9,7 +9,7 @@ import uuid
 import orjson
 import pytest
 
-from service.generate import generate_traffic
+from service.devtools.generate import generate_traffic
 from tests.worker.harness import Worker, create_topics, produce, read_all, wait_drained
 from tests.worker.test_end_to_end import replay_lines
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.windows import (
+from service.core.windows import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,

@@ -9,8 +9,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.models import Alert, Event
-from service.replay import Replayer
+from service.core.models import Alert, Event
+from service.core.replay import Replayer
+from service.core.state import ActorState, TargetState
 from service.settings import (
     DetectionSettings,
     DuplicateReplySettings,
@@ -18,7 +19,6 @@ from service.settings import (
     FollowerSpikeSettings,
     RetweetRequestSettings,
 )
-from service.state import ActorState, TargetState
 from tests.events import FIXED_NOW, FRESH, T0
 
 # Low thresholds so that small random streams trigger every rule now and then.

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from service.share_request import (
+from service.core.share_request import (
     DEFAULT_NOT_A_REQUEST_PATTERNS,
     DEFAULT_REQUEST_PATTERNS,
     ShareRequestMatcher,

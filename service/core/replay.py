@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.context import TargetMessage
-from service.models import Alert, Event
-from service.pipeline import Outcome, Pipeline, StageResult
-from service.reciprocity import profile
+from service.core.context import TargetMessage
+from service.core.models import Alert, Event
+from service.core.pipeline import Outcome, Pipeline, StageResult
+from service.core.reciprocity import profile
+from service.core.state import MemoryTables
 from service.settings import DetectionSettings
-from service.state import MemoryTables
 
 
 @dataclass

@@ -18,8 +18,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
-from service.generate import generate_traffic
-from service.local_kafka import LocalKafka, free_port
+from service.devtools.generate import generate_traffic
+from service.devtools.local_kafka import LocalKafka, free_port
 
 SEVERITY_STYLE = {"low": "yellow", "medium": "dark_orange", "high": "bold red"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from service.decoding import REJECTION_CODES, EventDecoder, Rejection
-from service.models import Event, EventType
+from service.core.decoding import REJECTION_CODES, EventDecoder, Rejection
+from service.core.models import Event, EventType
 from service.settings import InputSettings
 
 NOW = 1_767_571_200_000  # 2026-01-05T00:00:00Z

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from service.schemas import render, topic_schemas
+from service.core.schemas import render, topic_schemas
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 @pytest.mark.parametrize("name", sorted(topic_schemas()))

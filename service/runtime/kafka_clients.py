@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 
 from service.settings import KafkaSettings
@@ -38,21 +35,3 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
             sasl_plain_password=kafka.sasl_password.get_secret_value(),
         )
     return options
-
-
-async def produce_events(kafka: KafkaSettings, topic: str, events: Iterable[Any]) -> int:
-    """Send events (JSON-able objects) to `topic`, keyed by actor as the contract asks of
-    producers; returns how many."""
-    producer = AIOKafkaProducer(**client_options(kafka), linger_ms=20, acks="all")
-    await producer.start()
-    sent = 0
-    try:
-        for event in events:
-            await producer.send(
-                topic, orjson.dumps(event), key=str(event.get("actor_id", "")).encode()
-            )
-            sent += 1
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return sent

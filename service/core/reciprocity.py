@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from service.context import Config
-from service.models import format_timestamp
-from service.state import (
+from service.core.context import Config
+from service.core.models import format_timestamp
+from service.core.state import (
     GIVEN_FOLLOW,
     GIVEN_MENTION,
     GIVEN_POST,
@@ -23,7 +23,7 @@ from service.state import (
     ActorState,
     TargetState,
 )
-from service.windows import WINDOW_1H, WINDOW_7D, WINDOW_24H
+from service.core.windows import WINDOW_1H, WINDOW_7D, WINDOW_24H
 
 UsageMode = Literal["consumer", "reciprocator", "broadcaster", "dormant"]
 WINDOWS = {"1h": WINDOW_1H, "24h": WINDOW_24H, "7d": WINDOW_7D}

@@ -8,9 +8,9 @@ import hashlib
 import orjson
 import pytest
 
-from service.dead_letter import MAX_MESSAGE_CHARS, dead_letter
-from service.decoding import TOO_LARGE, Rejection
-from service.models import DeadLetter
+from service.core.dead_letter import MAX_MESSAGE_CHARS, dead_letter
+from service.core.decoding import TOO_LARGE, Rejection
+from service.core.models import DeadLetter
 from service.settings import InputSettings
 
 # aiokafka's and Faust's default max_request_size; a record batch adds ~100 bytes of framing.

@@ -1,6 +1,6 @@
 """Golden alert payloads: one scenario per rule, the whole JSON compared byte for byte.
 
-Regenerate after an intended change with `pytest tests/test_alert_payloads.py --update-golden`
+Regenerate after an intended change with `pytest tests/core/test_alert_payloads.py --update-golden`
 and review the diff: these files are what moderation tools receive.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.models import Event
+from service.core.models import Event
 from tests.events import ESTABLISHED, FRESH, ev, replay
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

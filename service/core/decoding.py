@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import ValidationError
 
-from service.models import Event
+from service.core.models import Event
 from service.settings import InputSettings
 
 

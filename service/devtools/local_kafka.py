@@ -8,7 +8,7 @@ the repository, in `~/.cache/reciprocity/kafka-<version>/libs` (or under the dir
         use(kafka.bootstrap_servers)   # "127.0.0.1:<port>"
 
 `kafka_bootstrap()` yields `RECIPROCITY_TEST_KAFKA_BOOTSTRAP` instead when that names an existing
-cluster. `python -m service.local_kafka` runs a broker until Ctrl-C.
+cluster. `python -m service.devtools.local_kafka` runs a broker until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 
-POM_PATH = Path(__file__).resolve().parent.parent / "deploy/kafka/pom.xml"
+POM_PATH = Path(__file__).resolve().parents[2] / "deploy/kafka/pom.xml"
 CACHE_ENV = "RECIPROCITY_KAFKA_CACHE"
 BOOTSTRAP_ENV = "RECIPROCITY_TEST_KAFKA_BOOTSTRAP"
 BROKER_MAIN = "kafka.Kafka"
@@ -496,7 +496,7 @@ def kafka_bootstrap(env: Mapping[str, str] = os.environ) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.local_kafka",
+        prog="python -m service.devtools.local_kafka",
         description="Run a throwaway single-node Kafka broker until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=None, help="broker port (default: free one)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from hashlib import blake2b
 
-from service.context import (
+from service.core.context import (
     ActorContext,
     AlertIntent,
     Config,
@@ -29,11 +29,8 @@ from service.context import (
     TargetContext,
     TargetMessage,
 )
-from service.detectors import ACTOR_DETECTORS, REQUESTER_DETECTORS, TARGET_DETECTORS
-from service.detectors.follower_spike import follower_quality
-from service.models import Alert, Event, EventType, Severity, format_timestamp
-from service.settings import DetectionSettings
-from service.state import (
+from service.core.models import Alert, Event, EventType, Severity, format_timestamp
+from service.core.state import (
     FOLLOWED_BACK,
     FOLLOWS,
     RECEIVED_FOLLOW_BACK,
@@ -45,7 +42,10 @@ from service.state import (
     id_hash,
     relation_key,
 )
-from service.windows import HOUR_MS
+from service.core.windows import HOUR_MS
+from service.detectors import ACTOR_DETECTORS, REQUESTER_DETECTORS, TARGET_DETECTORS
+from service.detectors.follower_spike import follower_quality
+from service.settings import DetectionSettings
 
 # Timeline kind of each event type; the numbering is shared by given and received kinds.
 _KIND = {

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.reciprocity import usage_mode
-from service.replay import Replayer
+from service.core.reciprocity import usage_mode
+from service.core.replay import Replayer
 from service.settings import DetectionSettings
 from tests.events import FIXED_NOW, ev
 

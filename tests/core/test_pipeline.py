@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import copy
 
-from service.pipeline import Outcome, Pipeline
+from service.core.pipeline import Outcome, Pipeline
+from service.core.state import FOLLOWED_BACK, FOLLOWS, MemoryTables, relation_key
 from service.settings import DetectionSettings
-from service.state import FOLLOWED_BACK, FOLLOWS, MemoryTables, relation_key
 from tests.events import FIXED_NOW, ev
 
 

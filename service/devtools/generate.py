@@ -25,7 +25,7 @@ from typing import BinaryIO, Literal
 
 import orjson
 
-from service.models import format_timestamp
+from service.core.models import format_timestamp
 from service.settings import DetectionSettings
 
 __all__ = [

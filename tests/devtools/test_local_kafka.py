@@ -8,7 +8,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from service.local_kafka import BOOTSTRAP_ENV, LocalKafka, kafka_bootstrap, port_open
+from service.devtools.local_kafka import BOOTSTRAP_ENV, LocalKafka, kafka_bootstrap, port_open
 
 
 async def _round_trip(bootstrap: str, topic: str, value: bytes) -> bytes:

@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
 
-from service.models import Event, EventType, Rule, Severity
-from service.settings import DetectionSettings
-from service.share_request import ShareRequestMatcher
-from service.state import (
+from service.core.models import Event, EventType, Rule, Severity
+from service.core.share_request import ShareRequestMatcher
+from service.core.state import (
     GIVEN_KINDS,
     RECEIVED_KINDS,
     ActorState,
     TargetState,
 )
-from service.windows import HOUR_MS, MINUTE_MS, BucketSpec, Levels, timeline_levels
+from service.core.windows import HOUR_MS, MINUTE_MS, BucketSpec, Levels, timeline_levels
+from service.settings import DetectionSettings
 
 # Signs that a follower looks bought (bit flags carried from stage 1 to stage 2).
 FRESH_ACCOUNT = 1

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, Protocol
 
-from service.windows import Timeline
+from service.core.windows import Timeline
 
 # Kinds counted on an account's outgoing timeline (stage 1).
 GIVEN_FOLLOW, GIVEN_UNFOLLOW, GIVEN_RETWEET, GIVEN_REPLY, GIVEN_MENTION, GIVEN_POST = range(6)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from service.models import Alert, DeadLetter, Event
+from service.core.models import Alert, DeadLetter, Event
 
 TOPIC_MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "social.events": (Event, "validation"),

@@ -15,8 +15,8 @@ import hashlib
 
 import orjson
 
-from service.decoding import Rejection
-from service.models import DeadLetter, format_timestamp
+from service.core.decoding import Rejection
+from service.core.models import DeadLetter, format_timestamp
 
 # The human-readable reason is for people; a long one (an echoed input) is cut.
 MAX_MESSAGE_CHARS = 1_000

@@ -21,7 +21,8 @@ from random import Random
 import orjson
 import pytest
 
-from service.generate import (
+from service.core.models import Event, parse_timestamp_ms
+from service.devtools.generate import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
@@ -35,9 +36,8 @@ from service.generate import (
     retweet_request_campaign,
     write_jsonl,
 )
-from service.models import Event, parse_timestamp_ms
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEED = 11
 # Fewer organic events than the default keeps the suite fast; scenarios are unchanged.
 ORGANIC = 8_000
@@ -99,7 +99,7 @@ def test_output_does_not_depend_on_hash_randomization() -> None:
     # Iterating a set would make output depend on PYTHONHASHSEED: compare two processes.
     code = (
         "import hashlib, io, sys\n"
-        "from service.generate import generate_traffic, write_jsonl\n"
+        "from service.devtools.generate import generate_traffic, write_jsonl\n"
         "buf = io.BytesIO()\n"
         "write_jsonl(generate_traffic(3, users=500, organic_events=1500).events, buf)\n"
         "sys.stdout.write(hashlib.sha256(buf.getvalue()).hexdigest())\n"
