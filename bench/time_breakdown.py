@@ -67,7 +67,7 @@ ANCHORS: tuple[tuple[str, str, str], ...] = (
     ("service/worker/tables.py", "abandon", STATE_SENDS),
     ("service/worker/progress.py", "*", PROGRESS),
     ("service/worker/missed.py", "*", PROGRESS),
-    ("service/worker/metrics.py", "*", METRICS),
+    ("service/runtime/metrics.py", "*", METRICS),
     ("/faust/sensors/prometheus.py", "metrics_handler", SCRAPES),
     ("/faust/sensors/", "*", FAUST_SENSORS),
 )

@@ -21,6 +21,9 @@ from service.core.models import DeadLetter, format_timestamp
 # The human-readable reason is for people; a long one (an echoed input) is cut.
 MAX_MESSAGE_CHARS = 1_000
 
+# The code of an event the core raised on (a bug): the stage dead-letters it and goes on.
+PROCESSING_ERROR = "processing_error"
+
 
 def _kept(data: bytes | None, keep_bytes: int) -> tuple[str | None, int | None, str | None]:
     if data is None:

@@ -216,7 +216,7 @@ class Pipeline:
                     if self._room_for_relation(state):
                         relations[key] = [0, -1, at, 0, 0]
                 elif at - relation[2] >= _ENGAGED_RESOLUTION_MS:
-                    relations[key] = [relation[0], relation[1], at, relation[3], relation[4]]
+                    relations[key] = [relation[0], relation[1], at, *relation[3:]]
             return False, False, False
         if relation is not None and relation[3] == h:
             outcome = relation[4]
@@ -241,8 +241,12 @@ class Pipeline:
         else:
             return False, False, False
         # An unfollowed relation stays (flags 0) so that a replayed unfollow still finds its
-        # outcome; it counts against relations_per_account like any other.
-        relations[key] = [flags, followed_at, engaged_at, h, outcome]
+        # outcome; it counts against relations_per_account like any other. A follow-back mark
+        # that survives this change keeps the event that set it.
+        row = [flags, followed_at, engaged_at, h, outcome]
+        if flags & FOLLOWED_BACK:
+            row.extend(relation[5:6])
+        relations[key] = row
         return bool(outcome & _STARTED), bool(outcome & _CHURNED), bool(outcome & _BACK)
 
     def _room_for_relation(self, state: ActorState) -> bool:
@@ -276,15 +280,15 @@ class Pipeline:
         key = relation_key(target_id, message.actor_id)
         relation = tables.relations.get(key)
         follows_actor = relation is not None and bool(relation[0] & FOLLOWS)
-        if (
-            message.type is EventType.FOLLOW
-            and relation is not None
-            and follows_actor
-            and not relation[0] & FOLLOWED_BACK
-        ):
-            # The actor returned the target's follow: the target's follow was followed back.
-            tables.relations[key] = [relation[0] | FOLLOWED_BACK, *relation[1:]]
-            state.received.add(config.received_levels, at, RECEIVED_FOLLOW_BACK)
+        if message.type is EventType.FOLLOW and relation is not None and follows_actor:
+            if not relation[0] & FOLLOWED_BACK:
+                # The actor returned the target's follow: the target's follow was followed back.
+                tables.relations[key] = [relation[0] | FOLLOWED_BACK, *relation[1:5], h]
+                state.received.add(config.received_levels, at, RECEIVED_FOLLOW_BACK)
+            elif relation[5:6] == [h]:
+                # This very follow set the mark, and a crash stored it but lost the target's
+                # state that counted it (the worker stores relations first): count it again.
+                state.received.add(config.received_levels, at, RECEIVED_FOLLOW_BACK)
         effects = Effects()
         ctx = TargetContext(
             config=config,

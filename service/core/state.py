@@ -37,7 +37,8 @@ GIVEN_KINDS = 6
 RECEIVED_KINDS = 6
 
 # Relation flags and layout: [flags, followed_at_ms, engaged_at_ms, last_change_event_hash,
-# last_change_outcome] (the last two make a replayed follow/unfollow give the same outcome).
+# last_change_outcome(, followed_back_by_event_hash)]. The hashes make an event applied again
+# (a replayed follow/unfollow, or a follow-back whose count a crash lost) give the same outcome.
 FOLLOWS = 1
 FOLLOWED_BACK = 2
 Relation = list[int]

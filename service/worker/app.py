@@ -32,8 +32,8 @@ from service.core.models import Alert, EventType
 from service.core.pipeline import Outcome, Pipeline, StageResult
 from service.core.reciprocity import profile
 from service.runtime.kafka_clients import client_options, ssl_context
+from service.runtime.metrics import Metrics
 from service.settings import KafkaSettings, Settings
-from service.worker.metrics import Metrics
 from service.worker.missed import MissedMessages
 from service.worker.progress import (
     ActorStageClock,

@@ -13,8 +13,8 @@ from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
+from service.runtime.metrics import Metrics
 from service.settings import Settings
-from service.worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

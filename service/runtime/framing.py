@@ -1,0 +1,189 @@
+"""Stage messages: how events travel between the worker's stages.
+
+One Kafka message carries many items: every consumed message costs a framework ~200 µs, so a
+stage message batches what one upstream message sends to one partition. Its value is a JSON
+array `[origin, item, item, ...]`:
+
+- `origin` is `[partition, offset, chunk]` of the upstream stage message (and which chunk of
+  its output to this partition) that produced it; `[-1, -1, chunk]` from ingest. A stage that
+  has applied an origin's chunk skips a second copy of it (a replayed upstream message sends
+  the same chunks again): see `runtime.progress`.
+- each item is a compact JSON array, one codec per item type below. Items were validated at
+  ingest, so decoding trusts them.
+
+A stage message stays below `max_message_bytes` (split by serialized bytes), under the
+producer's 1,000,000-byte request limit and the broker's default 1 MiB message limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from service.core.context import StrangerRequest, TargetMessage
+from service.core.models import ActorSnapshot, Event, EventType
+
+# Well below the limits above: a message of this size is one produce request.
+MAX_MESSAGE_BYTES = 512 * 1024
+
+
+class Origin(NamedTuple):
+    partition: int
+    offset: int
+    chunk: int
+
+
+FROM_INGEST = -1
+
+
+@lru_cache(maxsize=1 << 20)
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for this key (murmur2, as in Java)."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class StageOutbox:
+    """Items grouped by destination partition, cut into stage messages of at most
+    `max_message_bytes`, each opening with its origin."""
+
+    def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self._items: dict[int, list[bytes]] = {}
+        self._max_bytes = max_message_bytes
+
+    def add(self, partition: int, item: list[Any]) -> None:
+        encoded = orjson.dumps(item)
+        parts = self._items.get(partition)
+        if parts is None:
+            self._items[partition] = [encoded]
+        else:
+            parts.append(encoded)
+
+    def __len__(self) -> int:
+        return sum(len(items) for items in self._items.values())
+
+    def messages(self, origin_partition: int, origin_offset: int) -> Iterator[tuple[int, bytes]]:
+        """(partition, value) of every stage message, in partition then item order."""
+        for partition, items in self._items.items():
+            chunk = 0
+            parts: list[bytes] = []
+            size = 0
+            for item in items:
+                if parts and size + len(item) + 1 > self._max_bytes:
+                    yield (
+                        partition,
+                        encode_message(Origin(origin_partition, origin_offset, chunk), parts),
+                    )
+                    chunk, parts, size = chunk + 1, [], 0
+                parts.append(item)
+                size += len(item) + 1
+            if parts:
+                yield (
+                    partition,
+                    encode_message(Origin(origin_partition, origin_offset, chunk), parts),
+                )
+
+
+def encode_message(origin: Origin, items: list[bytes]) -> bytes:
+    return b"[" + b",".join([orjson.dumps(list(origin)), *items]) + b"]"
+
+
+def decode_message(value: bytes) -> tuple[Origin, list[Any]]:
+    data = orjson.loads(value)
+    return Origin(*data[0]), data[1:]
+
+
+# -- item codecs ------------------------------------------------------------------------------
+
+
+def encode_event(event: Event) -> list[Any]:
+    snapshot = event.actor
+    return [
+        event.event_id,
+        event.type.value,
+        event.actor_id,
+        event.target_id,
+        event.occurred_at,
+        event.post_id,
+        event.text,
+        None
+        if snapshot is None
+        else [
+            snapshot.created_at,
+            snapshot.followers_count,
+            snapshot.following_count,
+            snapshot.posts_count,
+        ],
+        event.schema_version,
+    ]
+
+
+def decode_event(item: list[Any]) -> Event:
+    snapshot = item[7]
+    return Event.model_construct(
+        event_id=item[0],
+        type=EventType(item[1]),
+        actor_id=item[2],
+        target_id=item[3],
+        occurred_at=item[4],
+        post_id=item[5],
+        text=item[6],
+        actor=None
+        if snapshot is None
+        else ActorSnapshot.model_construct(
+            created_at=snapshot[0],
+            followers_count=snapshot[1],
+            following_count=snapshot[2],
+            posts_count=snapshot[3],
+        ),
+        schema_version=item[8],
+    )
+
+
+def encode_target_message(message: TargetMessage) -> list[Any]:
+    return [
+        message.event_id,
+        message.event_hash,
+        message.type.value,
+        message.actor_id,
+        message.target_id,
+        message.occurred_at,
+        message.asks_for_share,
+        message.follower_quality,
+    ]
+
+
+def decode_target_message(item: list[Any]) -> TargetMessage:
+    return TargetMessage(
+        event_id=item[0],
+        event_hash=item[1],
+        type=EventType(item[2]),
+        actor_id=item[3],
+        target_id=item[4],
+        occurred_at=item[5],
+        asks_for_share=item[6],
+        follower_quality=item[7],
+    )
+
+
+def encode_stranger_request(request: StrangerRequest) -> list[Any]:
+    return [
+        request.event_id,
+        request.event_hash,
+        request.requester_id,
+        request.stranger_id,
+        request.occurred_at,
+    ]
+
+
+def decode_stranger_request(item: list[Any]) -> StrangerRequest:
+    return StrangerRequest(
+        event_id=item[0],
+        event_hash=item[1],
+        requester_id=item[2],
+        stranger_id=item[3],
+        occurred_at=item[4],
+    )

@@ -1,0 +1,103 @@
+"""Stage 2 waits for stage 1 of its partition: `ActorStageClock`, fed by `Stage1Input`.
+
+Stage 2 judges "does the target follow the actor?" from relations that stage 1 writes when
+the target acts. Replay applies events in event-time order; the worker's stage 1 for a
+partition can lag its stage 2 (a restarted worker replays its stage-1 backlog while other
+partitions' forwards keep arriving), and then a friend's request looks like a stranger's.
+So stage 2 waits until stage 1 of its partition has applied events up to the message's event
+time, or has applied all there is so far (nothing newer can come from it yet), or a bound has
+passed.
+
+"All there is so far" is read from offsets, not inferred from quiet: a stage 1 that has not
+fetched yet after a restart or a rebalance is quiet too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+
+class Stage1Input:
+    """Has stage 1 of a partition handled everything there is for it so far?
+
+    Yes when it has handled every stage-1 message up to the partition's end offset, every
+    message this worker's ingest sent it is acknowledged and handled, and ingest has handled
+    the events partition of the same number up to its end (producers key events by actor, so
+    events partition p feeds stage-1 partition p). Unknown ends are no.
+    """
+
+    def __init__(
+        self,
+        stage1_end: Callable[[int], int | None],
+        ingest_caught_up: Callable[[int], bool],
+    ) -> None:
+        self._stage1_end = stage1_end
+        self._ingest_caught_up = ingest_caught_up
+        self._sent: dict[int, int] = {}  # partition -> last offset ingest got acknowledged
+        self._handled: dict[int, int] = {}  # partition -> last offset stage 1 handled
+
+    def sent(self, partition: int, offset: int) -> None:
+        if offset > self._sent.get(partition, -1):
+            self._sent[partition] = offset
+
+    def handled(self, partition: int, offset: int) -> None:
+        self._handled[partition] = offset
+
+    def caught_up(self, partition: int) -> bool:
+        handled = self._handled.get(partition, -1)
+        if handled < self._sent.get(partition, -1):
+            return False
+        end = self._stage1_end(partition)
+        if end is None or handled + 1 < end:
+            return False
+        return self._ingest_caught_up(partition)
+
+
+class ActorStageClock:
+    """How far stage 1 has got in event time, per partition, and stage 2's wait on it. A
+    rebalance forgets the event times (`forget()`): a partition that comes back may have moved
+    on elsewhere meanwhile."""
+
+    def __init__(
+        self,
+        max_s: float,
+        clock: Callable[[], float],
+        caught_up: Callable[[int], bool],
+        poll_s: float = 0.01,
+    ) -> None:
+        self.max_s = max_s
+        self._clock = clock
+        self._caught_up = caught_up
+        self._poll_s = poll_s
+        self._event_ms: dict[int, int] = {}
+        self._advanced = asyncio.Event()
+
+    def advance(self, partition: int, newest_event_ms: int) -> None:
+        if newest_event_ms > self._event_ms.get(partition, -1):
+            self._event_ms[partition] = newest_event_ms
+        self._advanced.set()
+
+    def forget(self) -> None:
+        self._event_ms.clear()
+
+    def ready(self, partition: int, event_ms: int, waiting_since: float) -> bool:
+        if self._event_ms.get(partition, -1) >= event_ms:
+            return True
+        return self._clock() - waiting_since >= self.max_s or self._caught_up(partition)
+
+    async def wait(self, partition: int, event_ms: int, stop: Callable[[], bool]) -> bool:
+        """Returns whether it had to wait."""
+        if event_ms < 0 or self._event_ms.get(partition, -1) >= event_ms:
+            return False
+        since = self._clock()
+        waited = False
+        while not self.ready(partition, event_ms, since) and not stop():
+            waited = True
+            self._advanced.clear()
+            # Caught-up changes without an advance (the input's end offset is learnt from
+            # fetches), so poll as well.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), timeout=self._poll_s)
+        return waited
