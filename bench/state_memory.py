@@ -13,7 +13,7 @@ state in `MemoryTables`. Every account ends with an actor row, a target row and 
 rows it owns: a small account's footprint, the floor of what one tracked account costs.
 
 State bytes are what the worker's changelogs would hold: each key and value encoded by the
-codecs of `service.worker.tables` (UTF-8 key, orjson of `to_value()`).
+codecs of `service.runtime.tables` (UTF-8 key, orjson of `to_value()`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from service.cli import tune_gc
 from service.core.models import Event, EventType
 from service.core.replay import Replayer
 from service.settings import DetectionSettings
-from service.worker.tables import AccountKeyCodec, ActorStateCodec, RelationCodec, TargetStateCodec
+from service.runtime.tables import ACTOR_CODEC, KEY_CODEC, RELATION_CODEC, TARGET_CODEC
 
 STREAM_SHAPE = (
     "each account follows 2 accounts and retweets 1 (fixed permutations: each also receives "
@@ -94,7 +94,7 @@ def account_stream(accounts: int) -> Iterator[Event]:
 
 
 def _table_bytes(rows: dict[str, Any], dump_value: Any) -> int:
-    dump_key = AccountKeyCodec().dumps
+    dump_key = KEY_CODEC.dumps
     return sum(len(dump_key(key)) + len(dump_value(value)) for key, value in rows.items())
 
 
@@ -115,9 +115,9 @@ def measure(accounts: int) -> dict[str, Any]:
     tables = replayer.tables
     tracked = len(tables.actors.keys() | tables.targets.keys())
     state_bytes = {
-        "actors": _table_bytes(tables.actors, ActorStateCodec().dumps),
-        "targets": _table_bytes(tables.targets, TargetStateCodec().dumps),
-        "relations": _table_bytes(tables.relations, RelationCodec().dumps),
+        "actors": _table_bytes(tables.actors, ACTOR_CODEC.dumps),
+        "targets": _table_bytes(tables.targets, TARGET_CODEC.dumps),
+        "relations": _table_bytes(tables.relations, RELATION_CODEC.dumps),
     }
     total_bytes = sum(state_bytes.values())
     return {

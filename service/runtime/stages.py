@@ -219,6 +219,7 @@ class ActorStage(_ContainedStage):
         self._input = stage1_input
         self._wall_clock_s = wall_clock_s
         self._newest = -1
+        self.newest_event_ms = -1  # the newest event time applied, for profiles served "now"
 
     def apply(self, message: StageInput) -> Outputs:
         pipeline, partitions = self.pipeline, self.partitions
@@ -254,6 +255,8 @@ class ActorStage(_ContainedStage):
             self.metrics.observe_lags(self._wall_clock_s(), occurred)
         self.metrics.stage_events.labels(self.name).inc(len(message.items))
         self._newest = newest
+        if newest > self.newest_event_ms:
+            self.newest_event_ms = newest
         return outputs
 
     def handled(self, record: Record, outputs: Outputs | None) -> None:

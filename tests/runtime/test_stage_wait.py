@@ -1,23 +1,39 @@
-"""Progress markers between stages, and stage 2 waiting on stage 1's event time."""
+"""Stage 2 waiting on stage 1's event time, and progress markers between stages."""
 
 from __future__ import annotations
 
 import asyncio
 
-from service.worker.progress import ActorStageClock, StageProgress
+from service.runtime.framing import Origin
+from service.runtime.progress import NO_MARKER
+from service.runtime.stage_wait import ActorStageClock, Stage1Input
 
 
 def test_a_skipped_message_advances_the_marker_but_not_its_origins() -> None:
-    table: dict[str, object] = {}
-    first = StageProgress(table, "t", 0, 5)
-    first.record([2, 9, 0])
-    skipped = StageProgress(table, "t", 0, 6)
-    assert skipped.already_applied([2, 9, 0])
-    skipped.record_skipped()
-    after = StageProgress(table, "t", 0, 7)
+    first = NO_MARKER.after(5, Origin(2, 9, 0))
+    assert first.already_applied(6, Origin(2, 9, 0))
+    after = first.after(6, None)  # offset 6 skipped: its origin was applied already
     assert after.applied_upto == 6
-    assert after.already_applied([2, 9, 0])
-    assert not after.already_applied([2, 10, 0])
+    assert after.already_applied(7, Origin(2, 9, 0))
+    assert not after.already_applied(7, Origin(2, 10, 0))
+    assert not after.already_applied(7, Origin(-1, -1, 0))  # from ingest: no origin to match
+    assert after.already_applied(6, Origin(-1, -1, 0))
+
+
+def test_stage1_is_caught_up_once_it_handled_everything_sent_and_fetched() -> None:
+    ends = {3: 10}
+    ingest_done = {3: False}
+    stage1 = Stage1Input(lambda p: ends.get(p), lambda p: ingest_done[p])
+    stage1.sent(3, 9)
+    stage1.handled(3, 8)
+    assert not stage1.caught_up(3)  # offset 9 sent here, not yet handled
+    stage1.handled(3, 9)
+    assert not stage1.caught_up(3)  # ingest still has events of partition 3 to hand over
+    ingest_done[3] = True
+    assert stage1.caught_up(3)
+    ends[3] = 12  # another worker's ingest sent more
+    assert not stage1.caught_up(3)
+    assert not Stage1Input(lambda p: None, lambda p: True).caught_up(0)  # end unknown
 
 
 class Clock:

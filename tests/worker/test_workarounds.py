@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from service.worker.missed import MissedMessages
+from service.worker.workarounds import MissedMessages
 from tests.worker.harness import create_topics, produce
 
 pytestmark = pytest.mark.kafka
