@@ -30,8 +30,8 @@ import orjson
 from service.cli import tune_gc
 from service.core.models import Event, EventType
 from service.core.replay import Replayer
-from service.settings import DetectionSettings
 from service.runtime.tables import ACTOR_CODEC, KEY_CODEC, RELATION_CODEC, TARGET_CODEC
+from service.settings import DetectionSettings
 
 STREAM_SHAPE = (
     "each account follows 2 accounts and retweets 1 (fixed permutations: each also receives "
