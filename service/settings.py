@@ -273,12 +273,15 @@ class WorkerSettings(Section):
     batch_max_events: int = Field(
         4000,
         ge=1,
-        description="Events ingested per batch. Each batch becomes one stage-1 message per "
-        "partition and those fan out again to stage 2, and every stage message costs Faust "
-        "~150 us plus a producer round trip: big batches keep stage-2 messages big.",
+        description="Most events ingest takes per fetch. A fetch returns at once with what is "
+        "there, so batches are big only under load, where each becomes one stage-1 message "
+        "per partition and big stage messages are cheap ones (~200 us of Faust per message).",
     )
-    batch_max_seconds: float = Field(
-        0.5, gt=0, description="Latency a partly filled ingest batch may add."
+    ingest_batches_ahead: int = Field(
+        4,
+        ge=1,
+        description="Backpressure: ingest pauses its partitions while this many of its batches "
+        "are not yet handled by stage 1, so that a backlog waits in Kafka, not in memory.",
     )
     producer_batch_bytes: int = Field(
         524_288,

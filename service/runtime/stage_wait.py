@@ -45,6 +45,9 @@ class Stage1Input:
     def handled(self, partition: int, offset: int) -> None:
         self._handled[partition] = offset
 
+    def handled_upto(self, partition: int) -> int:
+        return self._handled.get(partition, -1)
+
     def caught_up(self, partition: int) -> bool:
         handled = self._handled.get(partition, -1)
         if handled < self._sent.get(partition, -1):

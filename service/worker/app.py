@@ -14,7 +14,6 @@ Faust assigns that number of every topic to one worker.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -25,7 +24,6 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from service.runtime.checkpoint import Record
 from service.runtime.kafka_clients import OutputProducer, client_options, ssl_context
 from service.runtime.metrics import Metrics
 from service.runtime.sinks import Delivery, KafkaChangelog, KafkaSink
@@ -39,6 +37,7 @@ from service.runtime.topology import (
     build_topology,
 )
 from service.settings import KafkaSettings, Settings
+from service.worker.ingest import IngestService
 from service.worker.tables import FaustStore, faust_table, register_codecs
 from service.worker.topics import TopicSpec, admin_client, ensure_topics, topic_spec
 from service.worker.web import add_views
@@ -73,6 +72,7 @@ class ReciprocityApp(faust.App):
     missed_readers: list[MissedMessages]
     output_producer: OutputProducer
     topology: Topology
+    ingest: IngestService
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -81,6 +81,17 @@ class ReciprocityApp(faust.App):
         if created:
             self.log.info("Created topics: %s", ", ".join(created))
         await self.output_producer.start()
+
+    async def on_started_init_extra_services(self) -> None:
+        await super().on_started_init_extra_services()
+        # After table recovery, as Faust starts services of its own: stage 1 is ready for what
+        # ingest sends. A runtime dependency stops before the app's own shutdown (the producer).
+        await self.add_runtime_dependency(self.ingest)
+
+    async def fail(self, exc: BaseException) -> None:
+        """A part of the worker died: stop the process with a non-zero exit code, so that the
+        orchestrator restarts it (nothing unacknowledged was committed)."""
+        await self.crash(exc)
 
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
@@ -112,6 +123,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         value_serializer="raw",
         autodiscover=False,
         web_enabled=True,
+        # An agent that raises may leave half-applied state in memory: end the process (exit
+        # code 1) so that it restarts from what was stored, instead of restarting the agent.
+        agent_supervisor="mode.CrashingSupervisor",
     )
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
@@ -165,15 +179,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     def sink(name: str) -> KafkaSink:
         return KafkaSink(producer, name)
 
-    def consumed_upto(tp: TP, offset: int) -> bool:
-        """Has this worker's consumer of `tp` handled everything the partition held when last
-        fetched? Unknown (not assigned, nothing fetched yet) is no."""
-        try:
-            end = app.consumer.highwater(tp)
-        except (AssertionError, KeyError, RuntimeError):
-            return False
-        return end is not None and offset + 1 >= end
-
     def stage1_end(partition: int) -> int | None:
         try:
             end = app.consumer.highwater(TP(stage_names[0], partition))
@@ -181,17 +186,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             return None
         return None if end is None else int(end)
 
-    # Per events partition the last offset whose stage-1 messages are acknowledged.
-    ingest_delivered: dict[TP, int] = {}
-
     def ingest_caught_up(partition: int) -> bool:
-        for name in topics.events:
-            tp = TP(name, partition)
-            if tp in app.consumer.assignment() and not consumed_upto(
-                tp, ingest_delivered.get(tp, -1)
-            ):
-                return False
-        return True
+        return app.ingest.caught_up(partition)
 
     def pausing() -> bool:
         return bool(app.rebalancing) or not app.flow_control.is_active()
@@ -234,7 +230,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     ownership = Ownership(app)
     readers = {
         stage: MissedMessages(client_options(settings.kafka))
-        for stage in ("ingest", "stage1", "stage2", "stage3")
+        for stage in ("stage1", "stage2", "stage3")
     }
     app.missed_readers = list(readers.values())
 
@@ -256,43 +252,33 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             lambda count: metrics.missed_messages.labels(stage).inc(count),
         )
 
-    # Ingest keeps no state: the next offset it needs is known while it holds the partition
-    # (this generation or, kept through a rebalance, the one before). If the partition moved
-    # meanwhile, the copies it reads back are duplicates, which stage 1 absorbs.
-    ingested: dict[TP, tuple[int, int]] = {}
+    def stage1_done(delivery: Delivery) -> bool:
+        """Has stage 1 handled this stage-1 message, if it runs here? (Backpressure.)"""
+        tp = TP(stage_names[0], delivery.partition)
+        if tp not in app.consumer.assignment():
+            return True
+        return topology.stage1_input.handled_upto(delivery.partition) >= delivery.offset
 
-    async def note_delivered(acknowledged: Awaitable[list[Delivery]], taken: dict[TP, int]) -> None:
-        for delivery in await acknowledged:
+    def note_acknowledged(deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
             topology.stage1_input.sent(delivery.partition, delivery.offset)
-        ingest_delivered.update(taken)
 
-    def log_failure(task: asyncio.Future[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            app.log.error("stage-1 sends failed: %r", task.exception())
+    async def fail(exc: BaseException) -> None:
+        await app.fail(exc)
 
-    @app.agent(events_topic, name="ingest")
-    async def ingest(stream: Any) -> None:
-        # No table writes here, so batching with take_events is safe (faust #497).
-        async for batch in stream.take_events(worker.batch_max_events, worker.batch_max_seconds):
-            generation = int(app.consumer_generation_id)
-            records: list[Record] = []
-            for event in batch:
-                message = event.message
-                tp = message.tp
-                last = ingested.get(tp)
-                expected = last[0] + 1 if last is not None and last[1] >= generation - 1 else -1
-                if expected >= 0 and message.offset < expected:
-                    continue
-                async for record in read_back(
-                    "ingest", message, expected, ownership.while_running()
-                ):
-                    records.append(record)
-                ingested[tp] = (message.offset, generation)
-            acknowledged = await topology.ingest.handle(records)
-            taken = {event.message.tp: ingested[event.message.tp][0] for event in batch}
-            # Not awaited here: acknowledgements only feed stage 2's wait.
-            delivered = asyncio.ensure_future(note_delivered(acknowledged, taken))
-            delivered.add_done_callback(log_failure)
+    app.ingest = IngestService(
+        client_options(settings.kafka),
+        f"{worker.app_id}-ingest",
+        topics.events,
+        topology.ingest,
+        max_records=worker.batch_max_events,
+        max_batches_ahead=worker.ingest_batches_ahead,
+        stage1_done=stage1_done,
+        on_acknowledged=note_acknowledged,
+        on_fatal=fail,
+        loop=app.loop,
+        beacon=app.beacon,
+    )
 
     def stage_agent(
         stage: Any, handle: Callable[[Any], Awaitable[None]]

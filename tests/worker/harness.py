@@ -56,7 +56,6 @@ class Worker:
             # hours later. Real traffic puts ~0.5 s of event time in a batch. Smaller batches
             # keep the stages as close in event time as real traffic does.
             "RECIPROCITY_WORKER__BATCH_MAX_EVENTS": "200",
-            "RECIPROCITY_WORKER__BATCH_MAX_SECONDS": "0.05",
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -185,14 +184,20 @@ def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> int:
     return asyncio.run(run())
 
 
-def wait_drained(bootstrap: str, group: str, topics: list[str], timeout: float = 300) -> None:
-    """Until every topic the group reads is consumed and committed, twice in a row."""
+def wait_drained(bootstrap: str, app_id: str, events_topic: str, timeout: float = 300) -> None:
+    """Until the worker's two consumer groups have consumed and committed everything, twice
+    in a row: ingest (`<app_id>-ingest`) the events topic, the stages (`<app_id>`) theirs."""
+    groups = {
+        f"{app_id}-ingest": [events_topic],
+        app_id: [f"{app_id}-stage{n}" for n in ("1-by-actor", "2-by-target", "3-by-requester")],
+    }
     deadline = time.monotonic() + timeout
     zero_seen = 0
+    lags: dict[str, int] = {}
     while time.monotonic() < deadline:
-        lag = consumer_lag(bootstrap, group, topics)
-        zero_seen = zero_seen + 1 if lag == 0 else 0
+        lags = {group: consumer_lag(bootstrap, group, topics) for group, topics in groups.items()}
+        zero_seen = zero_seen + 1 if not any(lags.values()) else 0
         if zero_seen >= 2:
             return
         time.sleep(2)
-    raise TimeoutError(f"group {group} still has lag {lag} on {topics}")
+    raise TimeoutError(f"consumer lag still {lags}")
