@@ -1,18 +1,18 @@
-"""The delivery protocol of a stage message, in one method: `Checkpoint.run`."""
+"""The delivery protocol of a stage message: `Checkpoint.run`, finished by `CommitQueue`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.core.models import Alert
 from service.runtime.framing import Origin, StageOutbox, decode_message
 from service.runtime.metrics import Metrics
-from service.runtime.progress import ProgressMarkers
+from service.runtime.progress import Marker, ProgressMarkers
 from service.runtime.sinks import Delivery, Sink, alert_message
-from service.runtime.tables import StateTables
+from service.runtime.tables import ChangelogRecord, Commit, StateTables
 
 
 class Record(Protocol):
@@ -43,7 +43,7 @@ class StageInput:
     offset: int
     origin: Origin
     items: list[Any]
-    applied_upto: int  # the stage's marker on this partition before this message
+    applied_upto: int  # the stage's stored marker on this partition: effects known stored
 
 
 @dataclass
@@ -81,20 +81,27 @@ class Checkpoint:
        for this partition, or the marker holds the message's origin chunk (a replayed upstream
        message sends the same chunks again). The marker moves past a skipped message.
     2. **Apply.** The stage runs the core over the items. State changes go to the tables'
-       overlay (reads see them, the store does not yet); outputs collect in `Outputs`.
-    3. **Outputs acknowledged.** Alerts, dead letters and next-stage messages are sent and
-       awaited. A crash before this ends re-applies the message: the same outputs again, with
-       the same alert ids and origin, absorbed downstream. Storing the state first would lose
-       them instead: the events would be marked as seen, and a stage that finds only
-       duplicates sends nothing.
-    4. **State and changelog.** The overlay's layer goes to the store, its changelog records
-       are sent (in commit order across the stages that share the tables) and awaited.
+       overlay (reads see them, the store does not yet); outputs are handed to their sinks.
+    3. **Outputs acknowledged.** Alerts, dead letters and next-stage messages are awaited. A
+       crash before this ends re-applies the message: the same outputs again, with the same
+       alert ids and origin, absorbed downstream. Storing the state first would lose them
+       instead: the events would be marked as seen, and a stage that finds only duplicates
+       sends nothing.
+    4. **State and changelog.** The overlay's changes are sent to the changelogs (relations
+       first, then accounts: see `StateTables`), awaited, and stored.
     5. **Progress marker.** `[offset, origins]` is stored and sent to the same changelog, after
        the state: a stored marker proves everything before it is stored.
 
-    A failure in steps 3-5 raises: the store's in-memory objects may already hold the
+    `run` does steps 1 and 2 and returns at once; steps 3-5 run in the background on the
+    `CommitQueue` that all stages share, so that the stage applies its next message meanwhile.
+    Messages applied while a round of steps 3-5 runs are completed together in the next one:
+    one wait for all their outputs, one producer batch per changelog partition, one marker
+    per partition. The awaitable `run` returns resolves when the message's step 5 is done;
+    only then may the input offset be committed.
+
+    A failure in steps 3-5 is fatal: the store's in-memory objects may already hold the
     message's changes (the core updates account states in place), so the stage cannot go on;
-    the process ends and its restart rebuilds state from what was stored and re-applies.
+    the process ends, and its restart rebuilds state from what was stored and re-applies.
     """
 
     def __init__(
@@ -102,15 +109,16 @@ class Checkpoint:
         tables: StateTables,
         markers: ProgressMarkers,
         sinks: OutputSinks,
+        queue: CommitQueue,
         metrics: Metrics,
     ) -> None:
         self.tables = tables
         self.markers = markers
         self.sinks = sinks
+        self.queue = queue
         self.metrics = metrics
 
-    async def run(self, record: Record, stage: StageLogic) -> Outputs | None:
-        """The message's outputs, or None if it was already applied."""
+    async def run(self, record: Record, stage: StageLogic) -> Awaitable[Outputs | None]:
         assert record.value is not None  # stage messages are never tombstones
         origin, items = decode_message(record.value)
         partition = record.partition
@@ -118,30 +126,30 @@ class Checkpoint:
         # 1. Skip what was applied.
         if marker.already_applied(record.offset, origin):
             self.metrics.replayed_messages.labels(stage.name).inc()
-            if record.offset > marker.applied_upto:
-                await self.markers.write(partition, marker.after(record.offset, None))
-            return None
+            if record.offset <= marker.applied_upto:
+                return _done(None)
+            skipped = marker.after(record.offset, None)
+            self.markers.applied(partition, skipped)
+            return self.queue.submit(_Applied(self.markers, partition, skipped, None, [], None))
         message = StageInput(
-            record.topic, partition, record.offset, origin, items, marker.applied_upto
+            record.topic,
+            partition,
+            record.offset,
+            origin,
+            items,
+            self.markers.stored(partition).applied_upto,
         )
         await stage.ready(message)
-        # 2. Apply.
+        # 2. Apply (and hand the outputs over, in order).
         outputs = stage.apply(message)
-        commit = self.tables.commit()
-        # 3. Outputs acknowledged.
-        try:
-            await asyncio.gather(*await self._send(outputs, record))
-        except BaseException:
-            self.tables.abandon(commit)
-            raise
-        # 4. State and changelog.
-        written = await self.tables.send(commit, partition)
-        self.metrics.state_writes.labels(stage.name).inc(written)
-        # 5. Progress marker.
-        await self.markers.write(partition, marker.after(record.offset, origin))
-        return outputs
+        commit = self.tables.commit(partition)
+        sent = await self._hand_over(outputs, record)
+        applied = marker.after(record.offset, origin)
+        self.markers.applied(partition, applied)
+        # 3-5, in the background.
+        return self.queue.submit(_Applied(self.markers, partition, applied, commit, sent, outputs))
 
-    async def _send(self, outputs: Outputs, record: Record) -> list[Awaitable[Delivery]]:
+    async def _hand_over(self, outputs: Outputs, record: Record) -> list[Awaitable[Delivery]]:
         sinks = self.sinks
         sent = []
         for alert in outputs.alerts:
@@ -155,3 +163,115 @@ class Checkpoint:
             for partition, value in outputs.forwards.messages(record.partition, record.offset):
                 sent.append(await sinks.next_stage.send(value, None, partition))
         return sent
+
+
+def _done(value: Outputs | None) -> asyncio.Future[Outputs | None]:
+    future: asyncio.Future[Outputs | None] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
+@dataclass
+class _Applied:
+    """A message through steps 1-2, waiting for 3-5."""
+
+    markers: ProgressMarkers
+    partition: int
+    marker: Marker
+    commit: Commit | None  # None: skipped, only its marker moves
+    sent: list[Awaitable[Delivery]]
+    outputs: Outputs | None
+    done: asyncio.Future[Outputs | None] = field(init=False)
+
+
+class CompletionFailed(RuntimeError):
+    """Steps 3-5 of a round failed; the cause says why."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"completing applied messages failed: {cause!r}")
+        self.__cause__ = cause
+
+
+class CommitQueue:
+    """Steps 3-5 of every stage's applied messages, in the order they were applied, in rounds:
+    each round takes everything applied so far."""
+
+    def __init__(
+        self,
+        tables: StateTables,
+        metrics: Metrics,
+        on_failure: Callable[[BaseException], None] = lambda exc: None,
+    ) -> None:
+        self._tables = tables
+        self._metrics = metrics
+        self.on_failure = on_failure
+        self._waiting: list[_Applied] = []
+        self._running: asyncio.Task[None] | None = None
+        self._markers_sent: list[Awaitable[int]] = []
+        self.failure: BaseException | None = None
+
+    def submit(self, applied: _Applied) -> asyncio.Future[Outputs | None]:
+        applied.done = asyncio.get_running_loop().create_future()
+        if self.failure is not None:
+            applied.done.set_exception(CompletionFailed(self.failure))
+            return applied.done
+        self._waiting.append(applied)
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._rounds())
+        return applied.done
+
+    async def _rounds(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await self._complete(group)
+            except BaseException as exc:
+                self.failure = exc
+                for applied in [*group, *self._waiting]:
+                    if not applied.done.done():
+                        # One exception object each: re-raising a shared one from many places
+                        # grows its traceback with every raise.
+                        applied.done.set_exception(CompletionFailed(exc))
+                self._waiting = []
+                self.on_failure(exc)
+                return
+            for applied in group:
+                applied.done.set_result(applied.outputs)
+
+    async def _complete(self, group: list[_Applied]) -> None:
+        # 3. Outputs acknowledged.
+        await asyncio.gather(*(sent for applied in group for sent in applied.sent))
+        # 4. State and changelog.
+        commits = [applied.commit for applied in group if applied.commit is not None]
+        if commits:
+            self._metrics.state_writes.inc(await self._tables.send(commits))
+        # 5. Progress markers: the last of each stage and partition. The previous round's are
+        # awaited first (a failed send is fatal), not this round's: a lost marker only means
+        # its messages are applied again, and waiting would add a round trip to every round.
+        previous, self._markers_sent = self._markers_sent, []
+        for delivered in previous:
+            await delivered
+        latest: dict[tuple[int, int], tuple[ProgressMarkers, int, Marker]] = {}
+        for applied in group:
+            latest[(id(applied.markers), applied.partition)] = (
+                applied.markers,
+                applied.partition,
+                applied.marker,
+            )
+        records: dict[tuple[int, int], tuple[Any, list[ChangelogRecord]]] = {}
+        for markers, partition, marker in latest.values():
+            changelog = markers.changelog
+            entry = records.setdefault((id(changelog), partition), (changelog, []))
+            entry[1].append(markers.record(partition, marker))
+        for (_, partition), (changelog, marker_records) in records.items():
+            self._markers_sent.append(await changelog.send(partition, marker_records))
+
+    async def flush(self) -> None:
+        """Wait until everything submitted is completed (before a stop)."""
+        while self._running is not None and not self._running.done():
+            await asyncio.shield(self._running)
+        if self.failure is not None:
+            raise self.failure
+        previous, self._markers_sent = self._markers_sent, []
+        for delivered in previous:
+            await delivered

@@ -61,7 +61,8 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "reciprocity_stage_batch_seconds",
-            "Time to process one stage message (a batch of events), by stage.",
+            "Time to apply one stage message (a batch of events) and hand its outputs over, "
+            "by stage; its completion (acknowledgements, state, marker) runs behind.",
             ["stage"],
             buckets=_STAGE_BUCKETS,
             registry=registry,
@@ -74,8 +75,7 @@ class Metrics:
         )
         self.state_writes = Counter(
             "reciprocity_state_writes",
-            "Table values written (after coalescing), by stage.",
-            ["stage"],
+            "Changelog records written (values coalesced per key and round of commits).",
             registry=registry,
         )
         self.replayed_messages = Counter(

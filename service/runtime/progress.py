@@ -18,12 +18,11 @@ consumer skipped (`service.worker.workarounds`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 from service.runtime.framing import FROM_INGEST, Origin
-from service.runtime.tables import KEY_CODEC, OverlayTable
+from service.runtime.tables import KEY_CODEC, Changelog, ChangelogRecord, OverlayTable
 
 
 def progress_key(topic: str, partition: int) -> str:
@@ -59,41 +58,47 @@ NO_MARKER = Marker(-1, {})
 
 
 class ProgressMarkers:
-    """One stage's markers, one per partition of its input topic, kept in `table`."""
+    """One stage's markers, one per partition of its input topic, kept in `table`.
+
+    Two views: what is stored (`stored`), and what will be once the messages applied so far
+    are completed (`read`, kept in memory): a stage skips by the second and tells the core what
+    is known stored by the first. A rebalance forgets the second (`forget`): Faust waits for
+    every message it handed out to be acknowledged before it gives a partition away, so by then
+    both agree.
+    """
 
     def __init__(self, table: OverlayTable[Any], topic: str) -> None:
         self._table = table
         self.topic = topic
-        self._sent: Awaitable[int] | None = None
+        self._applied: dict[int, Marker] = {}
 
-    def read(self, partition: int) -> Marker:
+    def stored(self, partition: int) -> Marker:
         value = self._table.get(progress_key(self.topic, partition))
         if value is None:
             return NO_MARKER
         return Marker(int(value[0]), value[1])
 
+    def read(self, partition: int) -> Marker:
+        marker = self._applied.get(partition)
+        return marker if marker is not None else self.stored(partition)
+
     def next_offset(self, partition: int) -> int:
         return self.read(partition).applied_upto + 1
 
-    async def write(self, partition: int, marker: Marker) -> None:
-        """Store the marker and send it to the changelog, after everything sent before it.
+    def applied(self, partition: int, marker: Marker) -> None:
+        self._applied[partition] = marker
 
-        Its acknowledgement is not awaited here but before the next marker's send: a lost
-        marker only means its message is applied again (and absorbed), while waiting would add
-        a round trip to every message. A failed send still ends the stage, one message later.
-        """
-        previous, self._sent = self._sent, None
-        if previous is not None:
-            await previous
+    def forget(self) -> None:
+        self._applied.clear()
+
+    def record(self, partition: int, marker: Marker) -> ChangelogRecord:
+        """Store the marker; returns its changelog record, to be sent after everything it
+        covers is stored."""
         key = progress_key(self.topic, partition)
         value = [marker.applied_upto, marker.origins]
-        self._table.store[key] = value
-        self._sent = await self._table.changelog.send(
-            partition, [(KEY_CODEC.dumps(key), self._table.codec.dumps(value))]
-        )
+        self._table.store.put(key, value, partition)
+        return KEY_CODEC.dumps(key), self._table.codec.dumps(value)
 
-    async def flush(self) -> None:
-        """Wait for the last marker's acknowledgement (before a stop)."""
-        previous, self._sent = self._sent, None
-        if previous is not None:
-            await previous
+    @property
+    def changelog(self) -> Changelog:
+        return self._table.changelog

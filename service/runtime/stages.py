@@ -171,14 +171,16 @@ class _ContainedStage:
             )
         )
 
-    async def handle(self, record: Record) -> None:
+    async def handle(self, record: Record) -> Awaitable[Outputs | None]:
+        """Apply the message; the result resolves once its effects are stored (see
+        `Checkpoint`), and only then may its input offset be committed."""
         started = time.perf_counter()
-        outputs = await self.checkpoint.run(record, self)
-        self.handled(record, outputs)
-        if outputs is not None:
-            self.metrics.stage_seconds.labels(self.name).observe(time.perf_counter() - started)
+        completed = await self.checkpoint.run(record, self)
+        self.handled(record)
+        self.metrics.stage_seconds.labels(self.name).observe(time.perf_counter() - started)
+        return completed
 
-    def handled(self, record: Record, outputs: Outputs | None) -> None:
+    def handled(self, record: Record) -> None:
         return None
 
 
@@ -259,9 +261,9 @@ class ActorStage(_ContainedStage):
             self.newest_event_ms = newest
         return outputs
 
-    def handled(self, record: Record, outputs: Outputs | None) -> None:
+    def handled(self, record: Record) -> None:
         self._input.handled(record.partition, record.offset)
-        self._clock.advance(record.partition, self._newest if outputs is not None else -1)
+        self._clock.advance(record.partition, self._newest)
         self._newest = -1
 
 

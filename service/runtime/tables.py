@@ -37,9 +37,9 @@ class Store(Protocol):
 
     def get(self, key: str, default: Any = None) -> Any: ...
 
-    def __setitem__(self, key: str, value: Any) -> None: ...
+    def put(self, key: str, value: Any, partition: int) -> None: ...
 
-    def pop(self, key: str, default: Any = None) -> Any: ...
+    def delete(self, key: str, partition: int) -> None: ...
 
     def __len__(self) -> int: ...
 
@@ -59,6 +59,12 @@ class MemoryStore(dict[str, Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.offsets: dict[int, int] = {}
+
+    def put(self, key: str, value: Any, partition: int) -> None:
+        self[key] = value
+
+    def delete(self, key: str, partition: int) -> None:
+        self.pop(key, None)
 
     def stored_upto(self, partition: int, offset: int) -> None:
         self.offsets[partition] = offset
@@ -125,7 +131,8 @@ RELATION_CODEC = Codec(orjson.dumps, orjson.loads)
 
 
 class OverlayTable(MutableMapping[str, V], Generic[V]):
-    """One table: reads see pending writes, then unstored commits, then the store."""
+    """One table: reads see pending writes, then unstored commits (newest first), then the
+    store. A read is two dict lookups however many commits are unstored."""
 
     def __init__(self, name: str, store: Store, changelog: Changelog, codec: Codec) -> None:
         self.name = name
@@ -133,8 +140,10 @@ class OverlayTable(MutableMapping[str, V], Generic[V]):
         self.changelog = changelog
         self.codec = codec
         self._pending: dict[str, V] = {}
-        # Committed changes not yet in the store, oldest first.
+        # Committed changes not yet in the store, oldest first, and per key the newest of
+        # them with the layer it is in.
         self._unstored: deque[dict[str, V]] = deque()
+        self._newest: dict[str, tuple[V, dict[str, V]]] = {}
 
     def __getitem__(self, key: str) -> V:
         value = self.get(key, _DELETED)
@@ -145,13 +154,11 @@ class OverlayTable(MutableMapping[str, V], Generic[V]):
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self._pending.get(key)
-        if value is None and self._unstored:
-            for layer in reversed(self._unstored):
-                value = layer.get(key)
-                if value is not None:
-                    break
         if value is None:
-            return self.store.get(key, default)
+            newest = self._newest.get(key)
+            if newest is None:
+                return self.store.get(key, default)
+            value = newest[0]
         return default if value is _DELETED else value
 
     def __setitem__(self, key: str, value: V) -> None:
@@ -167,75 +174,77 @@ class OverlayTable(MutableMapping[str, V], Generic[V]):
         return len(self.store)
 
     def commit(self) -> tuple[dict[str, V], list[ChangelogRecord]]:
-        """Close the pending changes: returns them and their changelog records. Reads keep
-        seeing them until `store()` or `forget()`. Synchronous on purpose: the stages share
-        these tables, and nothing else may run between taking the pending set and putting it
-        in the overlay."""
+        """Close the pending changes: returns them and their changelog records, encoded now
+        (the core goes on updating the same objects in place). Reads keep seeing them until
+        `store_changes()` or `forget()`. Synchronous on purpose: the stages share these tables,
+        and nothing else may run between taking the pending set and putting it in the overlay."""
         if not self._pending:
             return {}, []
-        pending, self._pending = self._pending, {}
-        self._unstored.append(pending)
+        layer, self._pending = self._pending, {}
+        self._unstored.append(layer)
+        newest = self._newest
         dump_key, dump_value = KEY_CODEC.dumps, self.codec.dumps
-        records: list[ChangelogRecord] = [
-            (dump_key(key), None if value is _DELETED else dump_value(value))
-            for key, value in pending.items()
-        ]
-        return pending, records
+        records: list[ChangelogRecord] = []
+        for key, value in layer.items():
+            newest[key] = (value, layer)
+            records.append((dump_key(key), None if value is _DELETED else dump_value(value)))
+        return layer, records
 
-    def store_changes(self, changes: dict[str, V]) -> None:
+    def store_changes(self, changes: dict[str, V], partition: int) -> None:
         """Write a commit's changes to the store; commits are stored in commit order."""
         if not changes:
             return
-        self.forget(changes)
         store = self.store
         for key, value in changes.items():
             if value is _DELETED:
-                store.pop(key, None)
+                store.delete(key, partition)
             else:
-                store[key] = value
+                store.put(key, value, partition)
+        self.forget(changes)
 
     def forget(self, changes: dict[str, V]) -> None:
         """Drop a commit's changes from the overlay (stored, or given up)."""
-        for index, layer in enumerate(self._unstored):
-            if layer is changes:
-                del self._unstored[index]
+        unstored = self._unstored
+        oldest = bool(unstored) and unstored[0] is changes
+        if oldest:
+            unstored.popleft()
+        else:
+            for index, layer in enumerate(unstored):
+                if layer is changes:
+                    del unstored[index]
+                    break
+            else:
                 return
-
-
-# A commit's turns, each taken in commit order across the stages that share the tables: hand
-# the relation records over, hand the account records over, store the values.
-_TURNS = 3
+        newest = self._newest
+        for key in changes:
+            entry = newest.get(key)
+            if entry is not None and entry[1] is changes:
+                del newest[key]
+                if not oldest:
+                    # A layer given up: an older unstored one may still hold the key.
+                    for layer in reversed(unstored):
+                        if key in layer:
+                            newest[key] = (layer[key], layer)
+                            break
 
 
 @dataclass
 class Commit:
-    """The changes of one `StateTables.commit()`, per table, and its place in the send order."""
+    """The changes of one `StateTables.commit()`, per table, and the changelog partition their
+    records go to (the partition of the message that wrote them)."""
 
     changes: list[dict[str, Any]]
     records: list[list[ChangelogRecord]]
-    after: list[asyncio.Future[None]] | None  # the previous commit's turns
-    turns: list[asyncio.Future[None]]
-
-    async def wait_turn(self, turn: int) -> None:
-        if self.after is not None:
-            await self.after[turn]
-
-    def end_turn(self, turn: int) -> None:
-        if not self.turns[turn].done():
-            self.turns[turn].set_result(None)
-
-    def release(self) -> None:
-        for turn in range(_TURNS):
-            self.end_turn(turn)
+    partition: int
 
 
 class StateTables:
-    """The three tables as the core's `Tables`.
+    """The three tables as the core's `Tables`, shared by the stages (stages 1 and 2 both write
+    relations; stages 1 and 3 both write actors).
 
-    The stages share them (stages 1 and 2 both write relations; stages 1 and 3 both write
-    actors) and each waits for its outputs between `commit()` and `send()`. Sends therefore
-    go in commit order, or an older value of a key could land in the changelog after a newer
-    one and be what recovery restores; values reach the store in commit order too.
+    Commits are sent in groups (`send`), merged per table and partition in commit order (the
+    last value of a key wins, as recovery would restore it), so that a group of many messages
+    costs one producer batch per changelog partition.
 
     Relation records are acknowledged before the account records are sent. An account's state
     holds the ids of the events applied to it, which make a re-delivered event a duplicate; a
@@ -256,52 +265,43 @@ class StateTables:
         self.targets = targets
         self.relations = relations
         self.all: tuple[OverlayTable[Any], ...] = (actors, targets, relations)
-        self._last: list[asyncio.Future[None]] | None = None
 
-    def commit(self) -> Commit:
-        """Close every table's pending changes into one commit, to be sent with `send()` (or
-        given up with `abandon()`)."""
+    def commit(self, partition: int) -> Commit:
+        """Close every table's pending changes into one commit. Reads keep seeing it until it
+        is stored (`send`) or given up (`abandon`)."""
         closed = [table.commit() for table in self.all]
-        loop = asyncio.get_running_loop()
-        commit = Commit(
-            [changes for changes, _ in closed],
-            [records for _, records in closed],
-            self._last,
-            [loop.create_future() for _ in range(_TURNS)],
+        return Commit(
+            [changes for changes, _ in closed], [records for _, records in closed], partition
         )
-        self._last = commit.turns
-        return commit
 
-    async def send(self, commit: Commit, partition: int) -> int:
-        """Send the commit's records to `partition` of each changelog, relations first, wait
-        for them, then store the values; returns how many records."""
-        records = {
-            table.name: table_records
-            for table, table_records in zip(self.all, commit.records, strict=True)
-        }
-        offsets: dict[str, int] = {}
-        try:
-            for turn, tables in enumerate(((self.relations,), (self.targets, self.actors))):
-                await commit.wait_turn(turn)
-                sent = [
-                    (table.name, await table.changelog.send(partition, records[table.name]))
-                    for table in tables
-                    if records[table.name]
-                ]
-                commit.end_turn(turn)
-                for name, delivered in sent:
-                    offsets[name] = await delivered
-            await commit.wait_turn(2)
+    async def send(self, commits: Sequence[Commit]) -> int:
+        """Send the commits' records, relations first, wait for them, then store the values
+        in commit order; returns how many records went out."""
+        sent = 0
+        offsets: dict[tuple[int, int], int] = {}
+        relations_first = ((2,), (0, 1))  # indexes into self.all
+        for tables in relations_first:
+            pending = []
+            for index in tables:
+                merged: dict[int, dict[bytes, bytes | None]] = {}
+                for commit in commits:
+                    if commit.records[index]:
+                        merged.setdefault(commit.partition, {}).update(commit.records[index])
+                for partition, records in merged.items():
+                    changelog = self.all[index].changelog
+                    delivered = await changelog.send(partition, list(records.items()))
+                    pending.append(((index, partition), delivered))
+                    sent += len(records)
+            for key, delivered in pending:
+                offsets[key] = await delivered
+        for commit in commits:
             for table, changes in zip(self.all, commit.changes, strict=True):
-                table.store_changes(changes)
-                if table.name in offsets:
-                    table.store.stored_upto(partition, offsets[table.name])
-        finally:
-            commit.release()
-        return sum(len(table_records) for table_records in commit.records)
+                table.store_changes(changes, commit.partition)
+        for (index, partition), offset in offsets.items():
+            self.all[index].store.stored_upto(partition, offset)
+        return sent
 
     def abandon(self, commit: Commit) -> None:
         """Give up a commit: its changes are neither stored nor read."""
         for table, changes in zip(self.all, commit.changes, strict=True):
             table.forget(changes)
-        commit.release()

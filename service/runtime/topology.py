@@ -9,7 +9,7 @@ from typing import Any
 
 from service.core.decoding import EventDecoder
 from service.core.pipeline import Pipeline
-from service.runtime.checkpoint import Checkpoint, OutputSinks
+from service.runtime.checkpoint import Checkpoint, CommitQueue, OutputSinks
 from service.runtime.metrics import Metrics
 from service.runtime.progress import ProgressMarkers
 from service.runtime.sinks import Sink
@@ -62,15 +62,21 @@ class Topology:
     stage3: RequesterStage
     clock: ActorStageClock
     stage1_input: Stage1Input
+    commits: CommitQueue
 
     @property
     def checkpointed(self) -> tuple[ActorStage, TargetStage, RequesterStage]:
         return self.stage1, self.stage2, self.stage3
 
     async def flush(self) -> None:
-        """Wait for the last progress markers' acknowledgements."""
+        """Wait until every applied message is completed (before a stop)."""
+        await self.commits.flush()
+
+    def forget_applied(self) -> None:
+        """After a rebalance: what this worker applied is stored, and others may have gone on."""
+        self.clock.forget()
         for stage in self.checkpointed:
-            await stage.checkpoint.markers.flush()
+            stage.checkpoint.markers.forget()
 
 
 def build_topology(
@@ -95,6 +101,7 @@ def build_topology(
         "relations", stores["relations"], changelogs["relations"], RELATION_CODEC
     )
     tables = StateTables(actors, targets, relations)  # type: ignore[arg-type]
+    commits = CommitQueue(tables, metrics)
     pipeline = Pipeline(settings.detection, tables, clocks.wall_ms)
     partitions = settings.topics.partitions
     keep = settings.input.dead_letter_keep_bytes
@@ -108,6 +115,7 @@ def build_topology(
             tables,
             ProgressMarkers(table, topic),
             OutputSinks(sinks.alerts, sinks.dead_letters, next_stage),
+            commits,
             metrics,
         )
 
@@ -148,4 +156,5 @@ def build_topology(
         stage3=RequesterStage(pipeline, checkpoint(actors, topics.stage3, None), **common),
         clock=clock,
         stage1_input=stage1_input,
+        commits=commits,
     )

@@ -14,7 +14,11 @@ Faust assigns that number of every topic to one worker.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -42,6 +46,11 @@ from service.worker.tables import FaustStore, faust_table, register_codecs
 from service.worker.topics import TopicSpec, admin_client, ensure_topics, topic_spec
 from service.worker.web import add_views
 from service.worker.workarounds import MissedMessages, Ownership, with_skipped
+
+# Stage messages a stage may have applied ahead of their completion (per agent).
+MAX_IN_FLIGHT = 64
+# How long a stop after a failure may take before the process just exits.
+FAILED_STOP_SECONDS = 10.0
 
 
 def wall_clock_ms() -> int:
@@ -73,6 +82,7 @@ class ReciprocityApp(faust.App):
     output_producer: OutputProducer
     topology: Topology
     ingest: IngestService
+    _failing: asyncio.Future[None] | None = None
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -88,9 +98,16 @@ class ReciprocityApp(faust.App):
         # ingest sends. A runtime dependency stops before the app's own shutdown (the producer).
         await self.add_runtime_dependency(self.ingest)
 
+    def fail_soon(self, exc: BaseException) -> None:
+        """`fail`, from code that cannot wait for it."""
+        self._failing = asyncio.ensure_future(self.fail(exc))
+
     async def fail(self, exc: BaseException) -> None:
         """A part of the worker died: stop the process with a non-zero exit code, so that the
-        orchestrator restarts it (nothing unacknowledged was committed)."""
+        orchestrator restarts it (nothing unacknowledged was committed). A stop that cannot
+        finish (it waits for messages the failure left unacknowledged) is cut short."""
+        self.log.critical("stopping after a failure: %r", exc)
+        asyncio.get_running_loop().call_later(FAILED_STOP_SECONDS, os._exit, 1)
         await self.crash(exc)
 
     async def on_shutdown(self) -> None:
@@ -216,16 +233,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         stop_waiting=pausing,
     )
     app.topology = topology
+    topology.commits.on_failure = app.fail_soon
     metrics.track_sizes(
         {"actors": lambda: len(stores["actors"]), "targets": lambda: len(stores["targets"])}
     )
 
     @app.on_partitions_assigned.connect
-    async def forget_stage1_progress(
-        sender: Any, /, *args: Any, signal: Any, **kwargs: Any
-    ) -> None:
+    async def forget_applied(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # A partition that moved away and back may have been processed elsewhere meanwhile.
-        topology.clock.forget()
+        topology.forget_applied()
 
     ownership = Ownership(app)
     readers = {
@@ -280,23 +296,41 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         beacon=app.beacon,
     )
 
-    def stage_agent(
-        stage: Any, handle: Callable[[Any], Awaitable[None]]
-    ) -> Callable[[Any], Awaitable[None]]:
-        """A stage's agent: each input message, after any the consumer skipped before it."""
+    def stage_agent(stage: Any) -> Callable[[Any], Awaitable[None]]:
+        """A stage's agent: each input message (after any the consumer skipped before it) to
+        the stage. Acks are manual: a message is acked once its effects are stored, not when
+        the next one is taken, so that Faust never commits past an unfinished message while
+        the stage applies the next ones meanwhile."""
 
         async def agent(stream: Any) -> None:
-            async for stage_event in stream.events():
+            manual = stream.noack()
+            in_flight: deque[asyncio.Future[Any]] = deque()
+            async for stage_event in manual.events():
                 source = stage_event.message
+                completed: Awaitable[Any] | None = None
                 async for message in read_back(
                     stage.name,
                     source,
                     stage.next_offset(source.partition),
                     ownership.while_assigned(),
                 ):
-                    await handle(message)
+                    completed = await stage.handle(message)
+                if completed is None:  # ownership lost before it: another worker has it
+                    continue
+                done = asyncio.ensure_future(completed)
+                done.add_done_callback(functools.partial(ack, event=stage_event))
+                in_flight.append(done)
+                while in_flight and in_flight[0].done():
+                    in_flight.popleft()
+                # Bounded: the overlay holds what is applied and not yet stored.
+                while len(in_flight) > MAX_IN_FLIGHT:
+                    await in_flight.popleft()
 
         return agent
+
+    def ack(completed: asyncio.Future[Any], event: Any) -> None:
+        if not completed.cancelled() and completed.exception() is None:
+            event.ack()
 
     for topic, stage, agent_name in zip(
         stage_topics,
@@ -304,7 +338,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         ("stage1_by_actor", "stage2_by_target", "stage3_by_requester"),
         strict=True,
     ):
-        app.agent(topic, name=agent_name)(stage_agent(stage, stage.handle))
+        app.agent(topic, name=agent_name)(stage_agent(stage))
 
     @app.task  # type: ignore[untyped-decorator]
     async def declare_output_topics() -> None:

@@ -8,9 +8,11 @@ them with the same codecs, registered here under names Faust can look up.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from faust.serializers import codecs
+from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 
 from service.runtime.tables import ACTOR_CODEC, KEY_CODEC, RELATION_CODEC, TARGET_CODEC, Codec
@@ -48,19 +50,44 @@ def faust_table(app: Any, name: str, partitions: int) -> Any:
 
 
 class FaustStore:
-    """A Faust table's store as the runtime's `Store`."""
+    """A Faust table's store as the runtime's `Store`. For the memory store the runtime writes
+    its dict directly, and notes each key's partition as Faust's own recovery does, so that
+    keys of partitions given away are dropped after a rebalance."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
+        self._dict: MutableMapping[str, Any] | None = None
+        self._partitions: MutableMapping[str, int] | None = None
+
+    def _memory(self) -> MutableMapping[str, Any] | None:
+        if self._dict is None and isinstance(self._table.data, MemoryStore):
+            self._dict = self._table.data.data
+            self._partitions = self._table.data._key_partition
+        return self._dict
 
     def get(self, key: str, default: Any = None) -> Any:
+        memory = self._dict if self._dict is not None else self._memory()
+        if memory is not None:
+            return memory.get(key, default)
         return self._table.data.get(key, default)
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._table.data[key] = value
+    def put(self, key: str, value: Any, partition: int) -> None:
+        memory = self._dict if self._dict is not None else self._memory()
+        if memory is not None:
+            memory[key] = value
+            assert self._partitions is not None
+            self._partitions[key] = partition
+        else:
+            self._table.data[key] = value
 
-    def pop(self, key: str, default: Any = None) -> Any:
-        return self._table.data.pop(key, default)
+    def delete(self, key: str, partition: int) -> None:
+        memory = self._dict if self._dict is not None else self._memory()
+        if memory is not None:
+            memory.pop(key, None)
+            assert self._partitions is not None
+            self._partitions.pop(key, None)
+        else:
+            self._table.data.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._table.data)

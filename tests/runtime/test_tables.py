@@ -45,9 +45,9 @@ def test_reads_see_pending_and_committed_writes_and_the_store_only_stored_ones()
     # Committed, not yet acknowledged: reads see it, a persistent store must not.
     assert overlay.get("a") is None and overlay["b"] == [4]
     assert store == {"a": [1]}
-    overlay.store_changes(first)
+    overlay.store_changes(first, 0)
     assert store == {"b": [3]} and overlay["b"] == [4]
-    overlay.store_changes(second)
+    overlay.store_changes(second, 0)
     assert store == {"b": [4]}
 
 
@@ -80,9 +80,9 @@ def test_a_commit_reaches_the_store_only_once_its_records_are_acknowledged() -> 
         tables = state_tables()
         store, changelog = tables.relations.store, tables.relations.changelog
         tables.relations["a"] = [2]
-        commit = tables.commit()
+        commit = tables.commit(partition=5)
         seen = [store.get("a"), tables.relations.get("a")]
-        await tables.send(commit, partition=5)
+        await tables.send([commit])
         return seen, store, changelog
 
     seen, store, changelog = asyncio.run(run())
@@ -118,21 +118,21 @@ def test_relation_records_are_acknowledged_before_account_records_are_sent() -> 
         )
         tables.actors["a"] = [1]
         tables.relations["a b"] = [1]
-        await tables.send(tables.commit(), 0)
+        await tables.send([tables.commit(0)])
 
     asyncio.run(run())
     assert order == ["send relations", "ack relations", "send actors", "ack actors"]
 
 
-def test_a_commit_given_up_is_neither_stored_nor_read_nor_holds_later_ones_up() -> None:
+def test_a_commit_given_up_is_neither_stored_nor_read() -> None:
     async def run() -> tuple[MemoryStore, Any]:
         tables = state_tables()
-        tables.actors.store["a"] = [1]
+        tables.actors.store.put("a", [1], 0)
         tables.actors["a"] = [2]
-        failed = tables.commit()
+        failed = tables.commit(0)
         tables.abandon(failed)
         tables.actors["c"] = [3]
-        await asyncio.wait_for(tables.send(tables.commit(), 0), timeout=5)
+        await asyncio.wait_for(tables.send([tables.commit(0)]), timeout=5)
         return tables.actors.store, tables.actors.get("a")
 
     store, read = asyncio.run(run())
@@ -140,17 +140,21 @@ def test_a_commit_given_up_is_neither_stored_nor_read_nor_holds_later_ones_up() 
     assert read == [1]
 
 
-def test_commits_of_different_stages_reach_changelog_and_store_in_commit_order() -> None:
-    async def run() -> tuple[MemoryStore, list[Any]]:
+def test_commits_sent_together_are_merged_per_key_in_commit_order() -> None:
+    async def run() -> tuple[MemoryStore, list[Any], int]:
         tables = state_tables()
         tables.relations["k"] = [1]
-        older = tables.commit()
+        tables.relations["j"] = [1]
+        older = tables.commit(0)
         tables.relations["k"] = [2]
-        newer = tables.commit()
-        # The newer commit's stage gets its outputs acknowledged first.
-        await asyncio.gather(tables.send(newer, 0), tables.send(older, 0))
-        return tables.relations.store, list(tables.relations.changelog.replay())
+        newer = tables.commit(0)
+        tables.relations["k"] = [3]
+        elsewhere = tables.commit(1)
+        sent = await tables.send([older, newer, elsewhere])
+        return tables.relations.store, list(tables.relations.changelog.replay()), sent
 
-    store, log = asyncio.run(run())
-    assert log == [(b"k", b"[1]"), (b"k", b"[2]")]
-    assert store == {"k": [2]}
+    store, log, sent = asyncio.run(run())
+    # One record per key and partition, the newest value; the store ends with the newest.
+    assert log == [(b"k", b"[2]"), (b"j", b"[1]"), (b"k", b"[3]")]
+    assert sent == 3
+    assert store == {"k": [3], "j": [1]}

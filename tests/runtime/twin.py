@@ -5,6 +5,7 @@ the process at any send and restart it from what was stored."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from service.core.models import Alert
 from service.core.reciprocity import profile
+from service.runtime.checkpoint import CompletionFailed
 from service.runtime.framing import partition_for
 from service.runtime.metrics import Metrics
 from service.runtime.sinks import Delivery
@@ -148,12 +150,11 @@ class BytesStore:
         raw = self.data.get(key)
         return default if raw is None else self.codec.loads(raw)
 
-    def __setitem__(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, partition: int) -> None:
         self.data[key] = self.codec.dumps(value)
 
-    def pop(self, key: str, default: Any = None) -> Any:
-        raw = self.data.pop(key, None)
-        return default if raw is None else self.codec.loads(raw)
+    def delete(self, key: str, partition: int) -> None:
+        self.data.pop(key, None)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -169,9 +170,9 @@ def recover(store: Store, log: dict[int, list[ChangelogRecord]], codec: Codec) -
         for key, value in records[offsets.get(partition, -1) + 1 :]:
             name = KEY_CODEC.loads(key)
             if value is None:
-                store.pop(name, None)
+                store.delete(name, partition)
             else:
-                store[name] = codec.loads(value)
+                store.put(name, codec.loads(value), partition)
 
 
 class TwinWorld:
@@ -247,32 +248,45 @@ class TwinWorld:
                 await self._drive(topology, commit_every)
                 await topology.flush()
                 return
-            except Crash:
+            except (Crash, CompletionFailed):
                 self.restarts += 1
                 if self.restarts > 3:
                     raise
 
-    async def _drive(self, topology: Topology, commit_every: int) -> None:
-        stages: list[tuple[str, Callable[[Any], Awaitable[None]]]] = [
+    async def _drive(self, topology: Topology, commit_every: int, window: int = 4) -> None:
+        """Stage messages are applied up to `window` ahead of their completion (as the worker's
+        agents do); a message's offset counts as committable once it is completed, and offsets
+        are committed now and then."""
+        stages: list[tuple[str, Callable[[Any], Awaitable[Awaitable[Any]]]]] = [
             ("stage1", topology.stage1.handle),
             ("stage2", topology.stage2.handle),
             ("stage3", topology.stage3.handle),
         ]
         positions = dict(self.committed)
-        handled: dict[tuple[str, int], int] = {}
+        completed: dict[tuple[str, int], int] = {}
+        in_flight: deque[tuple[tuple[str, int], int, Awaitable[Any]]] = deque()
+
+        async def complete_oldest() -> None:
+            tp, next_offset, done = in_flight.popleft()
+            await done
+            completed[tp] = completed.get(tp, 0) + 1
+            if completed[tp] % commit_every == 0:
+                self.committed[tp] = next_offset
+
         while True:
             moved = await self._ingest_one_batch(topology, positions)
             for name, handle in stages:
                 for partition, log in enumerate(self.topics[name].logs):
                     tp = (name, partition)
                     while positions.get(tp, 0) < len(log):
-                        await handle(log[positions.get(tp, 0)])
+                        done = await handle(log[positions.get(tp, 0)])
                         positions[tp] = positions.get(tp, 0) + 1
-                        handled[tp] = handled.get(tp, 0) + 1
+                        in_flight.append((tp, positions[tp], done))
                         moved = True
-                        # Offsets are committed now and then, after the message is handled.
-                        if handled[tp] % commit_every == 0:
-                            self.committed[tp] = positions[tp]
+                        while len(in_flight) > window:
+                            await complete_oldest()
+            while in_flight:
+                await complete_oldest()
             if not moved:
                 return
 
