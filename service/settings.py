@@ -300,6 +300,12 @@ class WorkerSettings(Section):
         "time or catch up with its input (a friend's request must not look like a stranger's "
         "while stage 1 replays a backlog); the bound keeps a stalled stage 1 from stopping it.",
     )
+    metrics_render_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="/metrics is rendered at most this often; scrapes in between get the "
+        "cached body, so that scrapers cannot take the event loop from the stages.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

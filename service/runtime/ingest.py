@@ -94,6 +94,7 @@ class IngestLoop:
         self._handing_over = asyncio.Lock()
         self._stopping = False
         self.batches = 0
+        self.rebalances = 0
 
     async def run(self) -> None:
         """Until `stop()`; raises if a hand-over fails (nothing of it is committed)."""
@@ -114,6 +115,8 @@ class IngestLoop:
         for tp, partition_records in fetched.items():
             records.extend(partition_records)
             next_offsets[tp] = partition_records[-1].offset + 1
+            # A consumer starts where its group committed: until ingest commits, that is it.
+            self._committed.setdefault(tp, partition_records[0].offset)
         acknowledged = asyncio.ensure_future(_awaited(await self._stage.handle(records)))
         batch = _Batch(next_offsets, acknowledged)
         acknowledged.add_done_callback(lambda _: self._note_acknowledged(batch))
@@ -184,6 +187,17 @@ class IngestLoop:
     def committed(self, partition: TopicPartition) -> int | None:
         return self._committed.get(partition)
 
+    def lag(self) -> int:
+        """Messages not yet committed on the partitions held (end offset minus committed)."""
+        consumer = self._consumer
+        total = 0
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            committed = self._committed.get(tp)
+            if end is not None and committed is not None:
+                total += max(0, end - committed)
+        return total
+
     def caught_up(self, partition_number: int) -> bool:
         """Has ingest handed over everything its events partitions of this number held when
         last fetched? (Producers key by actor, so events partition p feeds stage-1 partition p.)
@@ -212,4 +226,4 @@ class IngestRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._loop.flush()
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        return None
+        self._loop.rebalances += 1

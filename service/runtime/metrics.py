@@ -6,9 +6,11 @@ stages and tables, all from closed sets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -104,6 +106,9 @@ class Metrics:
             registry=registry,
         )
 
+        self.consumers = ConsumerState()
+        registry.register(self.consumers)
+
     def observe_lags(self, now_s: float, occurred_at_ms: list[int]) -> None:
         observe = self.lag.observe
         for occurred in occurred_at_ms:
@@ -112,3 +117,62 @@ class Metrics:
     def track_sizes(self, sizes: Mapping[str, Callable[[], int]]) -> None:
         for table, size in sizes.items():
             self.tracked.labels(table).set_function(size)
+
+
+class ConsumerState(Collector):
+    """What the consumers know, read when scraped: lag per stage (end offset minus committed
+    offset, summed over the partitions this worker holds) and rebalances. The worker sets the
+    readers once its consumers exist."""
+
+    def __init__(self) -> None:
+        self.lag: Callable[[], Mapping[str, int]] = dict
+        self.rebalances: Callable[[], Mapping[str, int]] = dict
+        self.rebalancing: Callable[[], bool] = lambda: False
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "reciprocity_consumer_lag_messages",
+            "Messages not yet committed (end offset minus committed offset) on the partitions "
+            "this worker holds, by stage (ingest reads the events topics).",
+            labels=["stage"],
+        )
+        for stage, messages in self.lag().items():
+            lag.add_metric([stage], messages)
+        yield lag
+        rebalances = CounterMetricFamily(
+            "reciprocity_rebalances",
+            "Rebalances this worker went through, by consumer group (stages: Faust's; "
+            "ingest: the ingest consumer's).",
+            labels=["consumer"],
+        )
+        for consumer, count in self.rebalances().items():
+            rebalances.add_metric([consumer], count)
+        yield rebalances
+        yield GaugeMetricFamily(
+            "reciprocity_rebalancing",
+            "1 while this worker's stages are rebalancing or recovering their tables.",
+            value=1 if self.rebalancing() else 0,
+        )
+
+
+class MetricsPage:
+    """`/metrics`, rendered at most once per `interval_s`: every scrape in between gets the
+    cached body, so that scrapers cannot take the event loop from the stages."""
+
+    def __init__(
+        self, registry: CollectorRegistry, interval_s: float, clock: Callable[[], float]
+    ) -> None:
+        self._registry = registry
+        self._interval_s = interval_s
+        self._clock = clock
+        self._body = b""
+        self._rendered_at = float("-inf")
+        self.renders = 0
+
+    def body(self) -> bytes:
+        now = self._clock()
+        if now - self._rendered_at >= self._interval_s:
+            self._body = generate_latest(self._registry)
+            self._rendered_at = now
+            self.renders += 1
+        return self._body

@@ -24,12 +24,11 @@ from datetime import timedelta
 from typing import Any
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from service.runtime.kafka_clients import OutputProducer, client_options, ssl_context
-from service.runtime.metrics import Metrics
+from service.runtime.metrics import Metrics, MetricsPage
 from service.runtime.sinks import Delivery, KafkaChangelog, KafkaSink
 from service.runtime.tables import Changelog, Store
 from service.runtime.topology import (
@@ -45,7 +44,13 @@ from service.worker.ingest import IngestService
 from service.worker.tables import FaustStore, faust_table, register_codecs
 from service.worker.topics import TopicSpec, admin_client, ensure_topics, topic_spec
 from service.worker.web import add_views
-from service.worker.workarounds import MissedMessages, Ownership, with_skipped
+from service.worker.workarounds import (
+    MissedMessages,
+    Ownership,
+    QuietMonitor,
+    committed_offsets,
+    with_skipped,
+)
 
 # Stage messages a stage may have applied ahead of their completion (per agent).
 MAX_IN_FLIGHT = 64
@@ -143,10 +148,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # An agent that raises may leave half-applied state in memory: end the process (exit
         # code 1) so that it restarts from what was stored, instead of restarting the agent.
         agent_supervisor="mode.CrashingSupervisor",
+        Monitor=QuietMonitor,
     )
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
-    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
 
     def internal_topic(name: str, **options: Any) -> Any:
         return app.topic(
@@ -347,6 +352,34 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         await alerts_topic.maybe_declare()
         await dead_letter_topic.maybe_declare()
 
-    add_views(app, topology, tables["actors"])
+    def stage_lags() -> dict[str, int]:
+        lags = {stage.name: 0 for stage in topology.checkpointed}
+        names = dict(zip(stage_names, lags, strict=True))
+        consumer = app.consumer
+        committed = committed_offsets(consumer)
+        for tp in consumer.assignment():
+            stage = names.get(tp.topic)
+            if stage is None or tp not in committed:
+                continue
+            try:
+                end = consumer.highwater(tp)
+            except (AssertionError, KeyError, RuntimeError):
+                continue
+            if end is not None:
+                lags[stage] += max(0, int(end) - committed[tp])
+        return lags
+
+    metrics.consumers.lag = lambda: {"ingest": app.ingest.lag(), **stage_lags()}
+    metrics.consumers.rebalances = lambda: {
+        "stages": int(app.rebalancing_count),
+        "ingest": app.ingest.rebalances,
+    }
+    metrics.consumers.rebalancing = lambda: bool(app.rebalancing)
+    add_views(
+        app,
+        topology,
+        tables["actors"],
+        MetricsPage(registry, worker.metrics_render_seconds, time.monotonic),
+    )
     app.reciprocity_metrics = metrics  # type: ignore[attr-defined]
     return app

@@ -93,3 +93,10 @@ class IngestService(Service):
 
     def caught_up(self, partition_number: int) -> bool:
         return self.loop_ is None or self.loop_.caught_up(partition_number)
+
+    def lag(self) -> int:
+        return 0 if self.loop_ is None else self.loop_.lag()
+
+    @property
+    def rebalances(self) -> int:
+        return 0 if self.loop_ is None else self.loop_.rebalances

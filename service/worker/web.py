@@ -1,16 +1,23 @@
-"""The worker's web views on Faust's web server: health, readiness and per-account profiles."""
+"""The worker's web views on Faust's web server: metrics, health, readiness, per-account
+profiles."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.core.reciprocity import profile
+from service.runtime.metrics import MetricsPage
 from service.runtime.topology import Topology
 
 
-def add_views(app: Any, topology: Topology, actors_table: Any) -> None:
+def add_views(app: Any, topology: Topology, actors_table: Any, metrics: MetricsPage) -> None:
+    @app.page("/metrics")  # type: ignore[untyped-decorator]
+    async def metrics_page(web: View, request: Request) -> Response:
+        return web.bytes(metrics.body(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     @app.page("/healthz")  # type: ignore[untyped-decorator]
     async def healthz(web: View, request: Request) -> Response:
         return web.json({"status": "alive"})

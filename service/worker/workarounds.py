@@ -17,6 +17,13 @@ its faust-streaming issue or the Faust behaviour it works around.
    `key_type`/`value_type` only, and registering the table already built its changelog topic
    with JSON serializers, which recovery then decodes with. Ours are codecs: the topic is built
    again with them (`use_codecs`).
+4. Per-message sensors: Faust's Monitor updates counters, dicts and timestamps for every
+   message and event it dispatches, and its Prometheus sensor (`setup_prometheus_sensors`)
+   adds label look-ups and a regex per message; neither can be switched off by a setting.
+   `QuietMonitor` keeps only what Faust itself reads back (the livelock check's inbound
+   times); our own metrics cover what operators used the sensors for (`worker.lag`).
+5. Committed offsets: Faust's consumer has no public accessor for the offset it last
+   committed per partition; `committed_offsets` reads the one it keeps (`_committed_offset`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.sensors import Monitor
+from faust.types import TP
 
 from service.runtime.checkpoint import Record
 
@@ -126,3 +135,50 @@ def use_codecs(table: Any, key_codec: str, value_codec: str) -> Any:
     table.value_serializer = value_codec
     table._changelog_topic = table._new_changelog_topic()
     return table
+
+
+class QuietMonitor(Monitor):
+    """Faust's Monitor without its per-message and per-event bookkeeping (item 4 above)."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        # Faust's livelock check reads this (SLOW_PROCESSING errors every few seconds without).
+        self.stream_inbound_time[tp] = self.time()
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_table_get(self, table: Any, key: Any) -> None:
+        return None
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        return None
+
+    def on_table_del(self, table: Any, key: Any) -> None:
+        return None
+
+    def on_send_initiated(
+        self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+    ) -> Any:
+        return None
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        return None
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        return None
+
+    def track_tp_end_offset(self, tp: Any, offset: int) -> None:
+        return None
+
+
+def committed_offsets(consumer: Any) -> dict[TP, int]:
+    """The next offset to read per partition, as Faust's consumer last committed it (item 5)."""
+    return {tp: offset for tp, offset in consumer._committed_offset.items() if offset is not None}

@@ -41,7 +41,7 @@ def test_the_dashboard_shows_what_the_issue_asks_for(board: dict[str, Any]) -> N
         "Events/s by type",
         "Alerts/min by rule and severity",
         "Dead letters/min by code",
-        "Consumer lag by topic",
+        "Consumer lag by stage",
         "Stage latency per message",
     } <= titles
 
