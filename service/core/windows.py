@@ -102,7 +102,8 @@ Levels = tuple[BucketSpec, BucketSpec, BucketSpec]
 
 
 def timeline_levels(kinds: int, lateness_ms: int) -> Levels:
-    """Three resolutions for the 1 h, 24 h and 7 d windows, each with room for late events."""
+    """Three resolutions for the 1 h, 24 h and 7 d windows, each with room for late events.
+    Each width is a multiple of the finer one, which `Timeline.add` relies on."""
     five_minutes = 5 * MINUTE_MS
 
     def keep(span_ms: int, width_ms: int) -> int:
@@ -129,9 +130,31 @@ class Timeline:
         self.rows: list[list[list[int]]] = rows if rows is not None else [[], [], []]
 
     def add(self, levels: Levels, at_ms: int, kind: int, n: int = 1) -> bool:
-        accepted = add(self.rows[0], levels[0], at_ms, kind, n)
-        add(self.rows[1], levels[1], at_ms, kind, n)
-        add(self.rows[2], levels[2], at_ms, kind, n)
+        """Count at all three resolutions; False if the finest bucket has already expired.
+
+        Each level's newest row is the bucket of the newest time ever added, and each width is
+        a multiple of the finer one, so an event in the newest finest bucket is in the newest
+        bucket of every level: three increments, no search."""
+        fine, hourly, daily = self.rows
+        column = kind + 1
+        fine_spec, hourly_spec, daily_spec = levels
+        index = at_ms // fine_spec.width_ms
+        if fine:
+            newest = fine[-1]
+            if newest[0] == index:
+                newest[column] += n
+                hourly[-1][column] += n
+                daily[-1][column] += n
+                return True
+        accepted = add(fine, fine_spec, at_ms, kind, n)
+        if hourly and hourly[-1][0] == at_ms // hourly_spec.width_ms:
+            hourly[-1][column] += n
+        else:
+            add(hourly, hourly_spec, at_ms, kind, n)
+        if daily and daily[-1][0] == at_ms // daily_spec.width_ms:
+            daily[-1][column] += n
+        else:
+            add(daily, daily_spec, at_ms, kind, n)
         return accepted
 
     def total(self, levels: Levels, kind: int, now_ms: int, window_ms: int) -> int:
