@@ -132,30 +132,60 @@ class Timeline:
     def add(self, levels: Levels, at_ms: int, kind: int, n: int = 1) -> bool:
         """Count at all three resolutions; False if the finest bucket has already expired.
 
-        Each level's newest row is the bucket of the newest time ever added, and each width is
-        a multiple of the finer one, so an event in the newest finest bucket is in the newest
-        bucket of every level: three increments, no search."""
+        What `add` does at each level, unrolled: this runs for every event. Each level's
+        newest row is the bucket of the newest time ever added, and each width is a multiple of
+        the finer one, so an event in the newest 5-minute bucket is in the newest bucket of
+        every level, and an event opening a new 5-minute bucket is in or after the newest
+        bucket of every coarser level."""
         fine, hourly, daily = self.rows
         column = kind + 1
-        fine_spec, hourly_spec, daily_spec = levels
+        fine_spec = levels[0]
         index = at_ms // fine_spec.width_ms
         if fine:
             newest = fine[-1]
-            if newest[0] == index:
+            newest_index = newest[0]
+            if newest_index == index:
                 newest[column] += n
                 hourly[-1][column] += n
                 daily[-1][column] += n
                 return True
-        accepted = add(fine, fine_spec, at_ms, kind, n)
-        if hourly and hourly[-1][0] == at_ms // hourly_spec.width_ms:
+            if index < newest_index:
+                accepted = _add_late(fine, fine_spec, index, kind, n, newest_index)
+                add(hourly, levels[1], at_ms, kind, n)
+                add(daily, levels[2], at_ms, kind, n)
+                return accepted
+        row = [0] * (fine_spec.kinds + 1)
+        row[0] = index
+        row[column] = n
+        fine.append(row)
+        oldest_kept = index - fine_spec.keep
+        while fine[0][0] <= oldest_kept:
+            del fine[0]
+        spec = levels[1]
+        index = at_ms // spec.width_ms
+        if hourly and hourly[-1][0] == index:
             hourly[-1][column] += n
         else:
-            add(hourly, hourly_spec, at_ms, kind, n)
-        if daily and daily[-1][0] == at_ms // daily_spec.width_ms:
+            row = [0] * (spec.kinds + 1)
+            row[0] = index
+            row[column] = n
+            hourly.append(row)
+            oldest_kept = index - spec.keep
+            while hourly[0][0] <= oldest_kept:
+                del hourly[0]
+        spec = levels[2]
+        index = at_ms // spec.width_ms
+        if daily and daily[-1][0] == index:
             daily[-1][column] += n
         else:
-            add(daily, daily_spec, at_ms, kind, n)
-        return accepted
+            row = [0] * (spec.kinds + 1)
+            row[0] = index
+            row[column] = n
+            daily.append(row)
+            oldest_kept = index - spec.keep
+            while daily[0][0] <= oldest_kept:
+                del daily[0]
+        return True
 
     def total(self, levels: Levels, kind: int, now_ms: int, window_ms: int) -> int:
         level = _LEVEL_FOR_WINDOW[window_ms]
