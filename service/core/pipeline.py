@@ -110,7 +110,7 @@ class Pipeline:
         if at < state.watermark - config.lateness_ms or at <= ids.floor:
             return StageResult(Outcome.LATE)
         target_id = event.target_id
-        if h in ids.hashes:
+        if h in ids:
             # A crash can persist this account's state but lose the relation row or the
             # forward written with it (separate tables and topics). Re-apply the relation
             # change (idempotent per event) and forward again; stage 2 de-duplicates.
@@ -261,7 +261,7 @@ class Pipeline:
         # No event-time lateness here: stage 2 merges all actor partitions, so its disorder is
         # the skew between them, not the producers'. Stage 1 already refused late events;
         # what arrives twice here is a re-forward or a crash replay, both recent arrivals.
-        if h in state.ids.hashes:
+        if h in state.ids:
             return StageResult(Outcome.DUPLICATE)
         state.ids.remember_arrival(h, self._ids_capacity)
         if at > state.watermark:
