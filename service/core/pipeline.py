@@ -155,7 +155,8 @@ class Pipeline:
         for detect in ACTOR_DETECTORS:
             detect(ctx)
         result = StageResult(Outcome.PROCESSED, forward=forward)
-        self._apply(effects, state.episodes, result)
+        if effects.alerts:
+            self._apply(effects, state.episodes, result)
         tables.actors[actor_id] = state
         return result
 
@@ -294,7 +295,8 @@ class Pipeline:
         for detect in TARGET_DETECTORS:
             detect(ctx)
         result = StageResult(Outcome.PROCESSED, stranger_requests=effects.stranger_requests)
-        self._apply(effects, state.episodes, result)
+        if effects.alerts:
+            self._apply(effects, state.episodes, result)
         tables.targets[target_id] = state
         return result
 

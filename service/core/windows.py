@@ -141,6 +141,7 @@ class Timeline:
         column = kind + 1
         fine_spec = levels[0]
         index = at_ms // fine_spec.width_ms
+        newest_index = None
         if fine:
             newest = fine[-1]
             newest_index = newest[0]
@@ -161,9 +162,15 @@ class Timeline:
         oldest_kept = index - fine_spec.keep
         while fine[0][0] <= oldest_kept:
             del fine[0]
+        # The coarser levels' newest buckets hold the previous newest 5-minute one: comparing
+        # with it spares reading their rows' (cold) indexes.
         spec = levels[1]
         index = at_ms // spec.width_ms
-        if hourly and hourly[-1][0] == index:
+        if (
+            index == newest_index // (spec.width_ms // fine_spec.width_ms)
+            if newest_index is not None
+            else hourly and hourly[-1][0] == index
+        ):
             hourly[-1][column] += n
         else:
             row = [0] * (spec.kinds + 1)
@@ -175,7 +182,11 @@ class Timeline:
                 del hourly[0]
         spec = levels[2]
         index = at_ms // spec.width_ms
-        if daily and daily[-1][0] == index:
+        if (
+            index == newest_index // (spec.width_ms // fine_spec.width_ms)
+            if newest_index is not None
+            else daily and daily[-1][0] == index
+        ):
             daily[-1][column] += n
         else:
             row = [0] * (spec.kinds + 1)
