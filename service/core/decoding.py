@@ -82,13 +82,14 @@ class EventDecoder:
         if len(value) > self._max_bytes:
             return Rejection(TOO_LARGE, f"{len(value)} bytes exceeds {self._max_bytes}")
         try:
-            # orjson rejects invalid UTF-8 itself; check first so the code says which.
-            value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return Rejection(INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}")
-        try:
             parsed = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
+            # orjson refuses invalid UTF-8 too; look only now (not for every message) so that
+            # the code says which.
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return Rejection(INVALID_UTF8, f"invalid UTF-8 at byte {bad.start}")
             return Rejection(INVALID_JSON, str(exc))
         if not isinstance(parsed, dict):
             return Rejection(NOT_AN_OBJECT, f"expected a JSON object, got {type(parsed).__name__}")

@@ -38,14 +38,8 @@ class EventType(StrEnum):
 
 def parse_timestamp_ms(value: object) -> int:
     """Event time to epoch milliseconds: RFC 3339 with an offset, or integer epoch ms."""
-    if isinstance(value, bool):
-        raise ValueError("a timestamp is an RFC 3339 string or integer epoch milliseconds")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("epoch milliseconds must not be negative")
-        return value
-    if isinstance(value, str):
-        if len(value) > 64 or "T" not in value.upper():
+    if isinstance(value, str):  # the common case first
+        if len(value) > 64 or not _has_t(value):
             raise ValueError("not an RFC 3339 date-time")
         try:
             parsed = datetime.fromisoformat(value)
@@ -54,7 +48,40 @@ def parse_timestamp_ms(value: object) -> int:
         if parsed.tzinfo is None:
             raise ValueError("RFC 3339 date-time needs an offset (Z or +hh:mm)")
         return int(parsed.timestamp() * 1000)
+    if isinstance(value, bool):
+        raise ValueError("a timestamp is an RFC 3339 string or integer epoch milliseconds")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("epoch milliseconds must not be negative")
+        return value
     raise ValueError("a timestamp is an RFC 3339 string or integer epoch milliseconds")
+
+
+def _has_t(value: str) -> bool:
+    """`"T" in value.upper()` without the copy for ASCII text (only a few non-ASCII characters
+    upper-case to a T, such as the "st" ligatures)."""
+    if "T" in value or "t" in value:
+        return True
+    return not value.isascii() and "T" in value.upper()
+
+
+# An actor's creation time comes with each of its events: parsed once, then looked up. Cleared
+# when full, which bounds it at a few MB; failures are not kept, so they raise every time.
+_CREATED_AT_CACHE_SIZE = 65_536
+_created_at_ms: dict[str, int] = {}
+
+
+def parse_created_at_ms(value: object) -> int:
+    """`parse_timestamp_ms`, remembering the strings it parsed."""
+    if type(value) is not str:
+        return parse_timestamp_ms(value)
+    ms = _created_at_ms.get(value)
+    if ms is None:
+        ms = parse_timestamp_ms(value)
+        if len(_created_at_ms) >= _CREATED_AT_CACHE_SIZE:
+            _created_at_ms.clear()
+        _created_at_ms[value] = ms
+    return ms
 
 
 def format_timestamp(ms: int) -> str:
@@ -66,18 +93,16 @@ def format_timestamp(ms: int) -> str:
     )
 
 
-TimestampMs = Annotated[
-    int,
-    BeforeValidator(parse_timestamp_ms),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "format": "date-time"},
-                {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
-            ]
-        }
-    ),
-]
+_TIMESTAMP_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
+        ]
+    }
+)
+TimestampMs = Annotated[int, BeforeValidator(parse_timestamp_ms), _TIMESTAMP_SCHEMA]
+CreatedAtMs = Annotated[int, BeforeValidator(parse_created_at_ms), _TIMESTAMP_SCHEMA]
 Count = Annotated[int, Field(ge=0, strict=True)]
 
 
@@ -86,7 +111,7 @@ class ActorSnapshot(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    created_at: TimestampMs | None = None
+    created_at: CreatedAtMs | None = None
     followers_count: Count | None = None
     following_count: Count | None = None
     posts_count: Count | None = None

@@ -36,7 +36,6 @@ from service.core.state import (
     RECEIVED_FOLLOW_BACK,
     ActorState,
     Episodes,
-    RecentIds,
     Tables,
     TargetState,
     id_hash,
@@ -107,11 +106,11 @@ class Pipeline:
             state = ActorState()
         at = event.occurred_at
         h = id_hash(event.event_id)
-        verdict = _admit(state.ids, state.watermark, h, at, config.lateness_ms)
-        if verdict is Outcome.LATE:
+        ids = state.ids
+        if at < state.watermark - config.lateness_ms or at <= ids.floor:
             return StageResult(Outcome.LATE)
         target_id = event.target_id
-        if verdict is Outcome.DUPLICATE:
+        if h in ids:
             # A crash can persist this account's state but lose the relation row or the
             # forward written with it (separate tables and topics). Re-apply the relation
             # change (idempotent per event) and forward again; stage 2 de-duplicates.
@@ -126,9 +125,7 @@ class Pipeline:
             return StageResult(Outcome.DUPLICATE, forward=forward)
         if at > state.watermark:
             state.watermark = at
-        state.ids.remember(
-            h, at, state.watermark - config.lateness_ms, self._ids_capacity, position
-        )
+        ids.remember(h, at, state.watermark - config.lateness_ms, self._ids_capacity, position)
         if target_id == actor_id:
             tables.actors[actor_id] = state
             return StageResult(Outcome.SELF_TARGETED)
@@ -158,7 +155,8 @@ class Pipeline:
         for detect in ACTOR_DETECTORS:
             detect(ctx)
         result = StageResult(Outcome.PROCESSED, forward=forward)
-        self._apply(effects, state.episodes, result)
+        if effects.alerts:
+            self._apply(effects, state.episodes, result)
         tables.actors[actor_id] = state
         return result
 
@@ -301,7 +299,8 @@ class Pipeline:
         for detect in TARGET_DETECTORS:
             detect(ctx)
         result = StageResult(Outcome.PROCESSED, stranger_requests=effects.stranger_requests)
-        self._apply(effects, state.episodes, result)
+        if effects.alerts:
+            self._apply(effects, state.episodes, result)
         tables.targets[target_id] = state
         return result
 
@@ -368,11 +367,3 @@ class Pipeline:
 def alert_id(rule: str, subject_id: str, severity: Severity, episode_start_ms: int) -> str:
     material = f"{rule}\x1f{subject_id}\x1f{severity.value}\x1f{episode_start_ms}"
     return blake2b(material.encode(), digest_size=16).hexdigest()
-
-
-def _admit(ids: RecentIds, watermark: int, h: int, at: int, lateness_ms: int) -> Outcome:
-    if at < watermark - lateness_ms or at <= ids.floor:
-        return Outcome.LATE
-    if h in ids:
-        return Outcome.DUPLICATE
-    return Outcome.PROCESSED

@@ -44,6 +44,10 @@ FOLLOWED_BACK = 2
 Relation = list[int]
 
 
+# Recent ids past this many are also kept in a set for membership tests (see RecentIds).
+INDEXED_FROM = 16
+
+
 def relation_key(owner: str, other: str) -> str:
     return f"{owner} {other}"
 
@@ -59,9 +63,14 @@ class RecentIds:
     Once full, the oldest id is forgotten and `floor` rises to its event time: anything at or
     below the floor is treated as late, so a forgotten id can never be counted twice. Each id
     also keeps the position (stage message offset, or -1) of the message that applied it.
+
+    Past `INDEXED_FROM` ids the hashes are also held in a set (in memory only): the usual
+    answer, not seen, then costs one lookup instead of a scan over scattered ints. An id is
+    only remembered when it is not there yet, so the list never holds one twice and the set
+    mirrors it exactly.
     """
 
-    __slots__ = ("floor", "hashes", "positions", "times")
+    __slots__ = ("_index", "floor", "hashes", "positions", "times")
 
     def __init__(
         self,
@@ -74,9 +83,13 @@ class RecentIds:
         self.times: list[int] = times if times is not None else []
         self.positions: list[int] = positions if positions is not None else []
         self.floor = floor
+        self._index: set[int] | None = None
 
     def __contains__(self, h: int) -> bool:
-        return h in self.hashes
+        index = self._index
+        if index is None:
+            return h in self.hashes
+        return h in index
 
     def position_of(self, h: int) -> int:
         return self.positions[self.hashes.index(h)]
@@ -95,20 +108,37 @@ class RecentIds:
         hashes.append(h)
         times.append(at_ms)
         positions.append(position)
+        index = self._indexed(h)
         # Ids older than the lateness bound can never be re-counted anyway: drop them first.
         while times and times[0] < oldest_useful_ms:
+            if index is not None:
+                index.discard(hashes[0])
             del hashes[0], times[0], positions[0]
         while len(hashes) > capacity:
             if times[0] > self.floor:
                 self.floor = times[0]
+            if index is not None:
+                index.discard(hashes[0])
             del hashes[0], times[0], positions[0]
 
     def remember_arrival(self, h: int, capacity: int) -> None:
         """Remember by arrival order only: for stages whose input order is not event time."""
         hashes = self.hashes
         hashes.append(h)
+        index = self._indexed(h)
         if len(hashes) > capacity:
+            if index is not None:
+                index.discard(hashes[0])
             del hashes[0]
+
+    def _indexed(self, h: int) -> set[int] | None:
+        """Add the newest hash `h` to the set, or build the set once the list is long."""
+        index = self._index
+        if index is not None:
+            index.add(h)
+        elif len(self.hashes) >= INDEXED_FROM:
+            index = self._index = set(self.hashes)
+        return index
 
     def to_value(self) -> list[Any]:
         return [self.floor, self.hashes, self.times, self.positions]

@@ -102,7 +102,8 @@ Levels = tuple[BucketSpec, BucketSpec, BucketSpec]
 
 
 def timeline_levels(kinds: int, lateness_ms: int) -> Levels:
-    """Three resolutions for the 1 h, 24 h and 7 d windows, each with room for late events."""
+    """Three resolutions for the 1 h, 24 h and 7 d windows, each with room for late events.
+    Each width is a multiple of the finer one, which `Timeline.add` relies on."""
     five_minutes = 5 * MINUTE_MS
 
     def keep(span_ms: int, width_ms: int) -> int:
@@ -129,10 +130,73 @@ class Timeline:
         self.rows: list[list[list[int]]] = rows if rows is not None else [[], [], []]
 
     def add(self, levels: Levels, at_ms: int, kind: int, n: int = 1) -> bool:
-        accepted = add(self.rows[0], levels[0], at_ms, kind, n)
-        add(self.rows[1], levels[1], at_ms, kind, n)
-        add(self.rows[2], levels[2], at_ms, kind, n)
-        return accepted
+        """Count at all three resolutions; False if the finest bucket has already expired.
+
+        What `add` does at each level, unrolled: this runs for every event. Each level's
+        newest row is the bucket of the newest time ever added, and each width is a multiple of
+        the finer one, so an event in the newest 5-minute bucket is in the newest bucket of
+        every level, and an event opening a new 5-minute bucket is in or after the newest
+        bucket of every coarser level."""
+        fine, hourly, daily = self.rows
+        column = kind + 1
+        fine_spec = levels[0]
+        index = at_ms // fine_spec.width_ms
+        newest_index = None
+        if fine:
+            newest = fine[-1]
+            newest_index = newest[0]
+            if newest_index == index:
+                newest[column] += n
+                hourly[-1][column] += n
+                daily[-1][column] += n
+                return True
+            if index < newest_index:
+                accepted = _add_late(fine, fine_spec, index, kind, n, newest_index)
+                add(hourly, levels[1], at_ms, kind, n)
+                add(daily, levels[2], at_ms, kind, n)
+                return accepted
+        row = [0] * (fine_spec.kinds + 1)
+        row[0] = index
+        row[column] = n
+        fine.append(row)
+        oldest_kept = index - fine_spec.keep
+        while fine[0][0] <= oldest_kept:
+            del fine[0]
+        # The coarser levels' newest buckets hold the previous newest 5-minute one: comparing
+        # with it spares reading their rows' (cold) indexes.
+        spec = levels[1]
+        index = at_ms // spec.width_ms
+        if (
+            index == newest_index // (spec.width_ms // fine_spec.width_ms)
+            if newest_index is not None
+            else hourly and hourly[-1][0] == index
+        ):
+            hourly[-1][column] += n
+        else:
+            row = [0] * (spec.kinds + 1)
+            row[0] = index
+            row[column] = n
+            hourly.append(row)
+            oldest_kept = index - spec.keep
+            while hourly[0][0] <= oldest_kept:
+                del hourly[0]
+        spec = levels[2]
+        index = at_ms // spec.width_ms
+        if (
+            index == newest_index // (spec.width_ms // fine_spec.width_ms)
+            if newest_index is not None
+            else daily and daily[-1][0] == index
+        ):
+            daily[-1][column] += n
+        else:
+            row = [0] * (spec.kinds + 1)
+            row[0] = index
+            row[column] = n
+            daily.append(row)
+            oldest_kept = index - spec.keep
+            while daily[0][0] <= oldest_kept:
+                del daily[0]
+        return True
 
     def total(self, levels: Levels, kind: int, now_ms: int, window_ms: int) -> int:
         level = _LEVEL_FOR_WINDOW[window_ms]

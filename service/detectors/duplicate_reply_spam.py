@@ -20,8 +20,13 @@ _SPACE = re.compile(r"\s+")
 
 def normalize_text(text: str) -> str:
     """Case, whitespace, URLs and @-mentions normalized: what a copy-paste keeps identical."""
-    text = _URL.sub(" <url> ", text.casefold())
-    text = _MENTION.sub(" ", text)
+    text = text.casefold()
+    # Casefolded, a text can only match _URL at a literal "http" or "www." (no other character
+    # matches h, t, p or w ignoring case) and _MENTION only at an "@": most texts skip both.
+    if "http" in text or "www." in text:
+        text = _URL.sub(" <url> ", text)
+    if "@" in text:
+        text = _MENTION.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
 
 

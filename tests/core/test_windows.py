@@ -4,12 +4,15 @@ bucket (width 60 s), `x` an event, `|` where the window is read."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.core.windows import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
     BucketSpec,
+    Levels,
     Timeline,
     add,
     timeline_levels,
@@ -104,3 +107,57 @@ def test_timeline_state_is_bounded_whatever_the_rate() -> None:
     sizes = [len(level) for level in timeline.rows]
     assert sizes == [spec.keep for spec in levels]
     assert sizes[0] <= 14 and sizes[1] <= 26 and sizes[2] <= 9
+
+
+def three_adds(rows: list[list[list[int]]], levels: Levels, at_ms: int, kind: int) -> bool:
+    """What `Timeline.add` does: the same event counted at each resolution on its own."""
+    accepted = add(rows[0], levels[0], at_ms, kind)
+    add(rows[1], levels[1], at_ms, kind)
+    add(rows[2], levels[2], at_ms, kind)
+    return accepted
+
+
+def test_timeline_counts_the_newest_bucket_at_every_level() -> None:
+    # 5-min bucket:  0 ...  11 | 12          (hour 0 ends after bucket 11)
+    # events:        x      xx   x x  x(late, bucket 11)
+    # The two in bucket 11 and the two in bucket 12 land in the newest bucket of every level;
+    # the late one goes back to bucket 11 and hour 0.
+    levels = timeline_levels(2, 5 * MINUTE_MS)
+    timeline = Timeline()
+    expected: list[list[list[int]]] = [[], [], []]
+    for minute, kind in ((1, 0), (57, 0), (58, 1), (60, 0), (61, 0), (59, 1)):
+        assert timeline.add(levels, at(minute), kind) == three_adds(
+            expected, levels, at(minute), kind
+        )
+    assert timeline.rows == expected
+    assert timeline.rows[0] == [[0, 1, 0], [11, 1, 2], [12, 2, 0]]
+    assert timeline.rows[1] == [[0, 2, 2], [1, 2, 0]]
+    assert timeline.rows[2] == [[0, 4, 2]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lateness_s=st.sampled_from([0, 60, 300, 960]),
+    steps=st.lists(
+        st.tuples(
+            # mostly small steps forward in time, sometimes a jump, sometimes back (late)
+            st.one_of(
+                st.integers(0, 3 * MINUTE_MS),
+                st.integers(0, 2 * DAY_MS),
+                st.integers(-20 * MINUTE_MS, 0),
+                st.integers(-2 * DAY_MS, 0),
+            ),
+            st.integers(0, 2),
+        ),
+        max_size=120,
+    ),
+)
+def test_timeline_add_is_three_separate_adds(lateness_s: int, steps: list[tuple[int, int]]) -> None:
+    levels = timeline_levels(3, lateness_s * 1000)
+    timeline = Timeline()
+    expected: list[list[list[int]]] = [[], [], []]
+    now = 30 * DAY_MS
+    for step, kind in steps:
+        now = max(0, now + step)
+        assert timeline.add(levels, now, kind) == three_adds(expected, levels, now, kind)
+        assert timeline.rows == expected
