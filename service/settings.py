@@ -151,7 +151,12 @@ class FollowChurnSettings(Section):
         86_400, ge=60, le=86_400, description="Contract: an unfollow within 24 h churns the pair."
     )
     window_seconds: int = Field(
-        86_400, ge=3600, le=86_400, description="Contract: churned pairs are counted over 24 h."
+        86_400,
+        ge=3600,
+        le=86_400,
+        multiple_of=3600,
+        description="Contract: churned pairs are counted over 24 h (whole hours: the follow "
+        "counts it reads are hourly).",
     )
     min_churned_pairs: int = Field(
         50, ge=1, description="Contract default: fifty churned pairs a day is farming."

@@ -120,6 +120,19 @@ WINDOW_1H, WINDOW_24H, WINDOW_7D = HOUR_MS, DAY_MS, 7 * DAY_MS
 _LEVEL_FOR_WINDOW = {WINDOW_1H: 0, WINDOW_24H: 1, WINDOW_7D: 2}
 
 
+def _level_for(window_ms: int) -> int:
+    """The resolution a window is read at: 1 h in 5-minute buckets, whole hours up to a day
+    in hourly ones, whole days up to a week in daily ones."""
+    level = _LEVEL_FOR_WINDOW.get(window_ms)
+    if level is not None:
+        return level
+    if window_ms % HOUR_MS == 0 and window_ms <= DAY_MS:
+        return 1
+    if window_ms % DAY_MS == 0 and window_ms <= 7 * DAY_MS:
+        return 2
+    raise ValueError(f"a {window_ms} ms window is not whole hours up to a day or days to a week")
+
+
 class Timeline:
     """Per-kind counts readable over 1 h, 24 h and 7 d; at most 14 + 26 + 9 buckets with the
     default lateness."""
@@ -199,9 +212,9 @@ class Timeline:
         return True
 
     def total(self, levels: Levels, kind: int, now_ms: int, window_ms: int) -> int:
-        level = _LEVEL_FOR_WINDOW[window_ms]
+        level = _level_for(window_ms)
         return total(self.rows[level], levels[level], kind, now_ms, window_ms)
 
     def totals(self, levels: Levels, now_ms: int, window_ms: int) -> list[int]:
-        level = _LEVEL_FOR_WINDOW[window_ms]
+        level = _level_for(window_ms)
         return totals(self.rows[level], levels[level], now_ms, window_ms)

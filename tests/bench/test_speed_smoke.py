@@ -31,11 +31,18 @@ def test_speed_benchmark_runs_every_phase(
     flow = result["throughput"]
     assert flow["events"] > 2_000
     consumers = flow["consumers"]
-    assert set(consumers) == {"raw_aiokafka", "bare_faust", "naive_faust", "ours"}
+    assert set(consumers) == {
+        "raw_aiokafka",
+        "bare_faust",
+        "naive_faust",
+        "ours",
+        "ours_two_processes",
+    }
     for figures in consumers.values():
         assert figures["events_per_second"] > 0 and figures["seconds"] > 0
     assert consumers["ours"]["ratio_to_ours"] == 1.0
     assert isinstance(flow["target_met"], bool)
+    assert isinstance(flow["target_two_processes_met"], bool)
 
     latency = result["latency"]
     assert latency["alerts_measured"] >= 1, latency

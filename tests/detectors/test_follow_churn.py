@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from service.settings import DetectionSettings, FollowChurnSettings
 from tests.events import ev, replay, summary
 
 RULE = "follow_churn"
@@ -57,3 +58,19 @@ def test_evidence_has_follows_unfollows_pairs_and_follow_back_rate() -> None:
     assert evidence["follows"] == 60
     assert evidence["follow_back_rate"] == pytest.approx(10 / 60, abs=0.001)
     assert len(evidence["sample_event_ids"]) == 20
+
+
+@pytest.mark.parametrize("window_hours", [2, 6, 24])
+def test_any_whole_hour_window_counts_its_churned_pairs(window_hours: int) -> None:
+    # minute: 0..59 follows, 30..89 unfollows -> 60 churned pairs over two clock hours, which
+    # a window of whole hours (hourly buckets, the current one partly filled) holds from 2 h.
+    settings = DetectionSettings(
+        follow_churn=FollowChurnSettings(window_seconds=window_hours * 3600)
+    )
+    alerts = [a for a in replay(churn(60, 30), settings) if a.rule == RULE]
+    assert summary(alerts) == [(RULE, "churner", "medium")]
+
+
+def test_a_window_of_part_hours_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="multiple of 3600"):
+        FollowChurnSettings(window_seconds=5400)
