@@ -175,36 +175,15 @@ class Worker:
     port: int
     process: subprocess.Popen[bytes]
 
-    def wait_processed(self, expected: int, timeout: float) -> float:
-        """Seconds from the first event ingested until stage 1 has applied `expected` events
-        and stage 2 has stopped moving (it follows stage 1 by a batch or two)."""
-        started = None
-        deadline = time.monotonic() + timeout
-        interval = 0.2
-        previous: tuple[float, float] | None = None  # (time, stage-1 count) of the last poll
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}")
-            time.sleep(interval)
-            counts = stage_events_or_none(self.port)
-            if counts is None:
-                continue
-            now = time.perf_counter()
-            if started is None and counts.get("ingest", 0) > 0:
-                started = now
-            applied = counts.get("stage1", 0)
-            if started is not None and applied >= expected:
-                last = -1.0
-                while (latest := stage_events(self.port).get("stage2", 0)) != last:
-                    last = latest
-                    time.sleep(0.5)
-                return time.perf_counter() - started - 0.5
-            if started is not None:
-                interval = _next_poll(previous, (now, applied), expected)
-                previous = (now, applied)
-        raise TimeoutError(f"worker did not process {expected} events in {timeout:.0f} s")
+    def wait_processed(self, expected: int, timeout: float, since: float | None = None) -> float:
+        """Seconds from `since` (a `time.perf_counter()`; default: the first event ingested)
+        until stage 1 has applied `expected` events and stage 2 has stopped moving (it
+        follows stage 1 by a batch or two)."""
+        return wait_group_processed([self], expected, timeout, since)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Until /readyz answers 200 (tables recovered: ingest starts now); returns when, as a
+        `time.perf_counter()`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -214,22 +193,26 @@ class Worker:
                     f"http://127.0.0.1:{self.port}/readyz", timeout=5
                 ) as response:
                     if response.status == 200:
-                        return
+                        return time.perf_counter()
             except (OSError, urllib.error.HTTPError):
                 pass
-            time.sleep(0.3)
+            time.sleep(0.05)
         raise TimeoutError(f"worker not ready in {timeout:.0f} s")
 
 
-def wait_group_processed(workers: Sequence[Worker], expected: int, timeout: float) -> float:
+def wait_group_processed(
+    workers: Sequence[Worker], expected: int, timeout: float, since: float | None = None
+) -> float:
     """`Worker.wait_processed` for workers sharing one app id: their counts add up."""
-    started = None
+    started = since
     deadline = time.monotonic() + timeout
+    interval = 0.2
+    previous: tuple[float, float] | None = None  # (time, stage-1 count) of the last poll
     while time.monotonic() < deadline:
         for one in workers:
             if one.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {one.process.returncode}")
-        time.sleep(0.5)
+        time.sleep(interval)
         counts = [stage_events_or_none(one.port) for one in workers]
         if any(count is None for count in counts):
             continue
@@ -245,6 +228,9 @@ def wait_group_processed(workers: Sequence[Worker], expected: int, timeout: floa
                 last = latest
                 time.sleep(0.5)
             return time.perf_counter() - started - 0.5
+        if started is not None:
+            interval = _next_poll(previous, (now, applied), expected)
+            previous = (now, applied)
     raise TimeoutError(f"workers did not process {expected} events in {timeout:.0f} s")
 
 
@@ -253,10 +239,11 @@ def _next_poll(
 ) -> float:
     """Seconds until the next look at the worker's progress.
 
-    A scrape of /metrics costs the worker ~8 ms of CPU (measured: ~540 lines, most of them
-    Faust's sensor's series per topic and partition); polled every 0.2 s, that is 4 % of the
-    worker. So look again at half the time stage 1 needs to finish at its latest rate, between
-    0.5 and 5 s: few scrapes, and the end is seen within half a second once stage 1 moves.
+    A rendering of /metrics costs the worker a few ms of CPU (the benchmark turns its
+    once-a-second cache off to see fresh counts); polled every 0.2 s, that would be a few % of
+    the worker. So look again at half the time stage 1 needs to finish at its latest rate,
+    between 0.5 and 5 s: few renderings, and the end is seen within half a second once stage 1
+    moves.
     """
     if previous is None or latest[1] <= previous[1]:
         return 1.0  # stage 1 not moving yet (ingest runs ahead of it under a backlog)
@@ -281,6 +268,8 @@ def worker(
         "RECIPROCITY_WORKER__WEB_PORT": str(port),
         "RECIPROCITY_WORKER__DATA_DIR": str(run.workdir / f"{name}-data"),
         "RECIPROCITY_WORKER__LOG_LEVEL": "warning",
+        # Fresh counts for the progress polls (they are few: see _next_poll).
+        "RECIPROCITY_WORKER__METRICS_RENDER_SECONDS": "0",
         "RECIPROCITY_TOPICS__EVENTS": topics["events"],
         "RECIPROCITY_TOPICS__ALERTS": topics["alerts"],
         "RECIPROCITY_TOPICS__DEAD_LETTERS": topics["dead_letters"],
@@ -346,7 +335,9 @@ def throughput(run: Run, options: Options, topic: str, count: int) -> dict[str, 
     run.log("throughput: our worker …")
     load[OURS[0]] = load_average()
     with worker(run, "throughput", worker_topics(run, "throughput", topic), None) as ours:
-        seconds[OURS[0]] = ours.wait_processed(count, options.timeout_seconds)
+        seconds[OURS[0]] = ours.wait_processed(
+            count, options.timeout_seconds, ours.wait_ready(options.timeout_seconds)
+        )
     run.log("throughput: our worker, two processes …")
     load[OURS_TWO[0]] = load_average()
     two_topics = worker_topics(run, "two", topic)
@@ -445,7 +436,9 @@ def memory_phase(options: Options, log: Callable[[str], None]) -> list[dict[str,
 def profile_phase(run: Run, options: Options, topic: str, count: int, out: Path) -> dict[str, Any]:
     run.log("profile: our worker under cProfile …")
     with worker(run, "profile", worker_topics(run, "profile", topic), out) as ours:
-        seconds = ours.wait_processed(count, options.timeout_seconds)
+        seconds = ours.wait_processed(
+            count, options.timeout_seconds, ours.wait_ready(options.timeout_seconds)
+        )
     result: Breakdown = load_profile(str(out))
     return {
         "file": str(out),

@@ -283,10 +283,11 @@ class WorkerSettings(Section):
         "per partition and big stage messages are cheap ones (~200 us of Faust per message).",
     )
     ingest_batches_ahead: int = Field(
-        4,
+        2,
         ge=1,
         description="Backpressure: ingest pauses its partitions while this many of its batches "
-        "are not yet handled by stage 1, so that a backlog waits in Kafka, not in memory.",
+        "are not yet handled by stage 1 (one it works on, one waiting): a backlog waits in "
+        "Kafka and comes back as bigger batches, which stage 1 handles for the same overhead.",
     )
     producer_batch_bytes: int = Field(
         524_288,

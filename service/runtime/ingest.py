@@ -11,9 +11,11 @@ group (`<app_id>-ingest`, no auto-commit), and `IngestLoop.run` goes:
 3. **Commit after acknowledgement.** A batch's offsets are committed, in batch order, only
    once all its messages are acknowledged. A crash then never loses input: what was not
    acknowledged is read again, and stage 1 absorbs what was (event ids per account).
-4. **Backpressure.** While more than `max_batches_ahead` batches are not yet handled by stage
-   1 (or, for stage-1 partitions another worker owns, acknowledged), every assigned partition
-   is paused; the loop keeps polling so the group keeps the member.
+4. **Backpressure.** While `max_batches_ahead` batches are not yet handled by stage 1 (or,
+   for stage-1 partitions another worker owns, acknowledged), every assigned partition is
+   paused until stage 1 makes room; the loop keeps polling so the group keeps the member.
+   Events wait in Kafka meanwhile, so the next fetch is a bigger batch: batches grow with the
+   load, and each costs stage 1 the same per-message overhead whatever its size.
 5. **Revoke and stop**: wait for what was handed over, then commit it.
 
 Kafka's consumer group is the position: no marker of ours. A transactional producer with
@@ -26,6 +28,7 @@ exactly-once mode (open fencing bugs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -92,6 +95,7 @@ class IngestLoop:
         self._delivered: dict[TopicPartition, int] = {}  # last offset acknowledged downstream
         self._committed: dict[TopicPartition, int] = {}
         self._handing_over = asyncio.Lock()
+        self._room = asyncio.Event()
         self._stopping = False
         self.batches = 0
         self.rebalances = 0
@@ -100,7 +104,12 @@ class IngestLoop:
         """Until `stop()`; raises if a hand-over fails (nothing of it is committed)."""
         consumer = self._consumer
         while not self._stopping:
-            self._hold_back_if_ahead()
+            if self._batches_ahead() >= self._max_ahead:
+                await self._hold_back()
+                continue
+            paused = consumer.paused()
+            if paused:
+                consumer.resume(*paused)
             fetched = await consumer.getmany(
                 timeout_ms=self._fetch_timeout_ms, max_records=self._max_records
             )
@@ -108,6 +117,34 @@ class IngestLoop:
                 async with self._handing_over:
                     await self._hand_over(fetched)
             await self._commit_acknowledged(wait=False)
+
+    def stage1_progressed(self) -> None:
+        """Stage 1 handled a message (or a batch was acknowledged): there may be room now."""
+        self._room.set()
+
+    def _batches_ahead(self) -> int:
+        """Batches handed over and not yet handled by stage 1 (or, for stage-1 partitions
+        another worker holds, acknowledged)."""
+        ahead = self._ahead
+        while ahead and all(self._stage1_done(d) for d in ahead[0].deliveries):
+            ahead.popleft()
+        return len(ahead) + len(self._unacknowledged)
+
+    async def _hold_back(self) -> None:
+        """Pause every partition until stage 1 makes room, polling meanwhile so that the
+        group keeps the member (only partitions assigned since are fetched, and handed over)."""
+        consumer = self._consumer
+        unpaused = consumer.assignment() - consumer.paused()
+        if unpaused:
+            consumer.pause(*unpaused)
+        self._room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), timeout=1.0)
+        fetched = await consumer.getmany(timeout_ms=0, max_records=self._max_records)
+        if fetched and not self._stopping:
+            async with self._handing_over:
+                await self._hand_over(fetched)
+        await self._commit_acknowledged(wait=False)
 
     async def _hand_over(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         records: list[Any] = []
@@ -123,19 +160,6 @@ class IngestLoop:
         self._unacknowledged.append(batch)
         self.batches += 1
 
-    def _hold_back_if_ahead(self) -> None:
-        ahead = self._ahead
-        while ahead and all(self._stage1_done(d) for d in ahead[0].deliveries):
-            ahead.popleft()
-        waiting = len(ahead) + len(self._unacknowledged)
-        consumer = self._consumer
-        if waiting > self._max_ahead:
-            assigned = consumer.assignment() - consumer.paused()
-            if assigned:
-                consumer.pause(*assigned)
-        elif consumer.paused():
-            consumer.resume(*consumer.paused())
-
     def _note_acknowledged(self, batch: _Batch) -> None:
         """As soon as a batch is acknowledged (stage 2's wait reads this), before its commit."""
         if batch.acknowledged.cancelled() or batch.acknowledged.exception() is not None:
@@ -144,6 +168,7 @@ class IngestLoop:
             if offset - 1 > self._delivered.get(tp, -1):
                 self._delivered[tp] = offset - 1
         self._on_acknowledged(batch.acknowledged.result())
+        self._room.set()
 
     async def _commit_acknowledged(self, wait: bool) -> None:
         """Commit the leading batches that are acknowledged (all of them, if `wait`)."""

@@ -37,6 +37,7 @@ class Stage1Input:
         self._ingest_caught_up = ingest_caught_up
         self._sent: dict[int, int] = {}  # partition -> last offset ingest got acknowledged
         self._handled: dict[int, int] = {}  # partition -> last offset stage 1 handled
+        self.on_handled: Callable[[], None] = lambda: None  # ingest's backpressure listens
 
     def sent(self, partition: int, offset: int) -> None:
         if offset > self._sent.get(partition, -1):
@@ -44,6 +45,7 @@ class Stage1Input:
 
     def handled(self, partition: int, offset: int) -> None:
         self._handled[partition] = offset
+        self.on_handled()
 
     def handled_upto(self, partition: int) -> int:
         return self._handled.get(partition, -1)

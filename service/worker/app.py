@@ -300,6 +300,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         loop=app.loop,
         beacon=app.beacon,
     )
+    topology.stage1_input.on_handled = app.ingest.stage1_progressed
 
     def stage_agent(stage: Any) -> Callable[[Any], Awaitable[None]]:
         """A stage's agent: each input message (after any the consumer skipped before it) to

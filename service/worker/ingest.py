@@ -94,6 +94,10 @@ class IngestService(Service):
     def caught_up(self, partition_number: int) -> bool:
         return self.loop_ is None or self.loop_.caught_up(partition_number)
 
+    def stage1_progressed(self) -> None:
+        if self.loop_ is not None:
+            self.loop_.stage1_progressed()
+
     def lag(self) -> int:
         return 0 if self.loop_ is None else self.loop_.lag()
 
