@@ -25,7 +25,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from service.core.context import StrangerRequest, TargetMessage
-from service.core.models import ActorSnapshot, Event, EventType
+from service.core.models import Event, EventType, trusted_event, trusted_snapshot
 
 # Well below the limits above: a message of this size is one produce request.
 MAX_MESSAGE_BYTES = 512 * 1024
@@ -123,23 +123,16 @@ def encode_event(event: Event) -> list[Any]:
 
 def decode_event(item: list[Any]) -> Event:
     snapshot = item[7]
-    return Event.model_construct(
-        event_id=item[0],
-        type=EventType(item[1]),
-        actor_id=item[2],
-        target_id=item[3],
-        occurred_at=item[4],
-        post_id=item[5],
-        text=item[6],
-        actor=None
-        if snapshot is None
-        else ActorSnapshot.model_construct(
-            created_at=snapshot[0],
-            followers_count=snapshot[1],
-            following_count=snapshot[2],
-            posts_count=snapshot[3],
-        ),
-        schema_version=item[8],
+    return trusted_event(
+        item[0],
+        EventType(item[1]),
+        item[2],
+        item[3],
+        item[4],
+        item[5],
+        item[6],
+        None if snapshot is None else trusted_snapshot(*snapshot),
+        item[8],
     )
 
 

@@ -140,6 +140,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         topic_partitions=partitions,
         topic_replication_factor=topics.replication_factor,
         processing_guarantee="at_least_once",
+        table_standby_replicas=worker.table_standby_replicas,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",

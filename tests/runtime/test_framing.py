@@ -1,0 +1,80 @@
+"""Stage messages: items survive the trip, messages stay under their size bound."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from service.core.decoding import EventDecoder, Rejection
+from service.core.models import Event
+from service.devtools.generate import generate_traffic
+from service.runtime.framing import (
+    Origin,
+    StageOutbox,
+    decode_event,
+    decode_message,
+    encode_event,
+)
+from service.settings import InputSettings
+
+LATER_MS = 1_900_000_000_000
+
+
+def validated(raw: dict[str, Any]) -> Event:
+    event = EventDecoder(InputSettings(), lambda: LATER_MS).decode(orjson.dumps(raw))
+    assert not isinstance(event, Rejection), event
+    return event
+
+
+EDGE_CASES = [
+    {"event_id": "p", "type": "post", "actor_id": "a", "occurred_at": 5, "text": "hello"},
+    {
+        "event_id": "f",
+        "type": "follow",
+        "actor_id": "a",
+        "target_id": "b",
+        "occurred_at": "2026-01-05T10:00:00+01:00",
+        "actor": {"created_at": "2025-12-01T00:00:00Z", "posts_count": 0},
+        "schema_version": 2,
+    },
+    {"event_id": "r", "type": "reply", "actor_id": "a", "target_id": "a", "occurred_at": 1,
+     "post_id": "x" * 128, "text": "é" * 10_000},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("raw", EDGE_CASES, ids=[case["event_id"] for case in EDGE_CASES])
+def test_an_event_comes_out_of_a_stage_message_as_it_went_in(raw: dict[str, Any]) -> None:
+    event = validated(raw)
+    outbox = StageOutbox()
+    outbox.add(0, encode_event(event))
+    ((_, value),) = list(outbox.messages(-1, -1))
+    origin, (item,) = decode_message(value)
+    copy = decode_event(item)
+    assert origin == Origin(-1, -1, 0)
+    assert copy == event
+    assert copy.model_dump() == event.model_dump()
+    assert copy.model_fields_set == Event.model_construct(**dict(event)).model_fields_set
+    assert copy.self_targeted == event.self_targeted
+
+
+def test_generated_traffic_round_trips() -> None:
+    events = [validated(raw) for raw in generate_traffic(3, users=500, organic_events=500).events]
+    assert [decode_event(orjson.loads(orjson.dumps(encode_event(e)))) for e in events] == events
+
+
+def test_messages_are_cut_below_their_byte_bound_and_keep_item_order() -> None:
+    outbox = StageOutbox(max_message_bytes=1_000)
+    items = [["e", n, "x" * 90] for n in range(50)]
+    for item in items:
+        outbox.add(3, item)
+    messages = list(outbox.messages(7, 41))
+    assert len(messages) > 1
+    got = []
+    for chunk, (partition, value) in enumerate(messages):
+        assert partition == 3 and len(value) <= 1_000
+        origin, message_items = decode_message(value)
+        assert origin == Origin(7, 41, chunk)
+        got.extend(message_items)
+    assert got == items
