@@ -1,8 +1,8 @@
 """Ingest: the events topics through a plain consumer group, into stage-1 messages.
 
 A framework that dispatches one consumed message at a time costs ~200 µs per event; a plain
-aiokafka fetch loop ~5 µs. Ingest therefore reads in `getmany` batches with its own consumer
-group (`<app_id>-ingest`, no auto-commit), and `IngestLoop.run` goes:
+aiokafka fetch loop ~5 µs. Ingest therefore reads in `getmany` batches, with its offsets in a
+consumer group of its own (`<app_id>-ingest`, no auto-commit), and `IngestLoop.run` goes:
 
 1. **Fetch** what is there, up to `max_records`. A fetch returns as soon as records are
    waiting: a short batch is sent at once, never held back to fill it.
@@ -16,7 +16,14 @@ group (`<app_id>-ingest`, no auto-commit), and `IngestLoop.run` goes:
    paused until stage 1 makes room; the loop keeps polling so the group keeps the member.
    Events wait in Kafka meanwhile, so the next fetch is a bigger batch: batches grow with the
    load, and each costs stage 1 the same per-message overhead whatever its size.
-5. **Revoke and stop**: wait for what was handed over, then commit it.
+5. **Reassignment and stop**: wait for what was handed over, then commit it.
+
+Which partitions ingest reads is not the group's choice but the stages': the events
+partitions whose number is that of a stage-1 partition this worker holds (modulo the stage
+partition count), reassigned whenever the stages' assignment changes (`reassign`). Producers
+key events by actor, so events partition p feeds stage-1 partition p, and stage 2's wait for
+stage 1 (`runtime.stage_wait`) can tell from this worker alone whether stage 1 of a partition
+has everything there is so far.
 
 Kafka's consumer group is the position: no marker of ours. A transactional producer with
 `send_offsets_to_transaction` would make hand-over and commit atomic, but stage 1 absorbs the
@@ -31,12 +38,11 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 
 from service.runtime.sinks import Delivery
 from service.runtime.stages import IngestStage
@@ -54,6 +60,8 @@ class IngestConsumer(Protocol):
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None: ...
 
     def assignment(self) -> set[TopicPartition]: ...
+
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
 
     def pause(self, *partitions: TopicPartition) -> None: ...
 
@@ -199,9 +207,22 @@ class IngestLoop:
         self._committed.update(owned)
 
     async def flush(self) -> None:
-        """Wait for everything handed over and commit it (on revoke, and before a stop)."""
+        """Wait for everything handed over and commit it (before a stop)."""
         async with self._handing_over:
             await self._commit_acknowledged(wait=True)
+
+    async def reassign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read `partitions` from now on, each from its committed offset, once everything
+        handed over is acknowledged and committed."""
+        async with self._handing_over:
+            await self._commit_acknowledged(wait=True)
+            wanted = sorted(set(partitions))
+            if set(wanted) != self._consumer.assignment():
+                self._consumer.assign(wanted)
+                self._committed = {
+                    tp: offset for tp, offset in self._committed.items() if tp in wanted
+                }
+                self.rebalances += 1
 
     def stop(self) -> None:
         self._stopping = True
@@ -225,8 +246,8 @@ class IngestLoop:
 
     def caught_up(self, partition_number: int) -> bool:
         """Has ingest handed over everything its events partitions of this number held when
-        last fetched? (Producers key by actor, so events partition p feeds stage-1 partition p.)
-        Partitions another worker's ingest holds are not this one's to judge."""
+        last fetched? (Producers key by actor, so events partition p feeds stage-1 partition p,
+        and ingest reads the events partitions of the stage-1 partitions this worker holds.)"""
         consumer = self._consumer
         for tp in consumer.assignment():
             if tp.partition != partition_number:
@@ -239,16 +260,3 @@ class IngestLoop:
 
 async def _awaited(acknowledged: Awaitable[list[Delivery]]) -> list[Delivery]:
     return await acknowledged
-
-
-class IngestRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Commits what ingest handed over before its partitions go to another member."""
-
-    def __init__(self, loop: IngestLoop) -> None:
-        self._loop = loop
-
-    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        await self._loop.flush()
-
-    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self._loop.rebalances += 1

@@ -83,6 +83,7 @@ class ReciprocityApp(faust.App):
 
     kafka_settings: KafkaSettings
     topic_specs: list[TopicSpec]
+    partition_counts: dict[str, int]
     missed_readers: list[MissedMessages]
     output_producer: OutputProducer
     topology: Topology
@@ -92,7 +93,7 @@ class ReciprocityApp(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         admin = admin_client(self.kafka_settings)
-        created = await ensure_topics(admin, self.topic_specs)
+        created, self.partition_counts = await ensure_topics(admin, self.topic_specs)
         if created:
             self.log.info("Created topics: %s", ", ".join(created))
         await self.output_producer.start()
@@ -249,6 +250,16 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # A partition that moved away and back may have been processed elsewhere meanwhile.
         topology.forget_applied()
 
+    @app.on_partitions_revoked.connect
+    async def ingest_lets_go(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Before the new owners start: what ingest handed over is committed.
+        await app.ingest.follow(set())
+
+    @app.on_partitions_assigned.connect
+    async def ingest_follows(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = app.consumer.assignment()
+        await app.ingest.follow({tp.partition for tp in assigned if tp.topic == stage_names[0]})
+
     ownership = Ownership(app)
     readers = {
         stage: MissedMessages(client_options(settings.kafka))
@@ -291,7 +302,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.ingest = IngestService(
         client_options(settings.kafka),
         f"{worker.app_id}-ingest",
-        topics.events,
+        lambda: {name: app.partition_counts[name] for name in topics.events},
+        partitions,
         topology.ingest,
         max_records=worker.batch_max_events,
         max_batches_ahead=worker.ingest_batches_ahead,
@@ -322,7 +334,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                     ownership.while_assigned(),
                 ):
                     completed = await stage.handle(message)
-                if completed is None:  # ownership lost before it: another worker has it
+                if completed is None:
+                    # Ownership was lost during a read-back: whoever holds the partition now
+                    # starts from its stored marker, which this message is past. Acked as
+                    # Faust would have, or Faust's commits for the partition stop here.
+                    stage_event.ack()
                     continue
                 done = asyncio.ensure_future(completed)
                 done.add_done_callback(functools.partial(ack, event=stage_event))

@@ -1,6 +1,8 @@
-"""The runtime's ingest loop as a service of the Faust app: a plain aiokafka consumer in its own
-consumer group, `<app_id>-ingest`, beside Faust's. Started once table recovery has finished
-(stage 1 is ready for what it sends), stopped before the producer it sends through."""
+"""The runtime's ingest loop as a service of the Faust app: a plain aiokafka consumer with its
+offsets in a consumer group of its own, `<app_id>-ingest`, beside Faust's. It reads the events
+partitions of the stage-1 partitions Faust gives this worker (`runtime.ingest` says why), and
+follows Faust's rebalances. Started once table recovery has finished (stage 1 is ready for
+what it sends), stopped before the producer it sends through."""
 
 from __future__ import annotations
 
@@ -8,10 +10,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from service.runtime.ingest import IngestLoop, IngestRebalanceListener
+from service.runtime.ingest import IngestLoop
 from service.runtime.sinks import Delivery
 from service.runtime.stages import IngestStage
 
@@ -21,7 +23,8 @@ class IngestService(Service):
         self,
         consumer_options: dict[str, Any],
         group_id: str,
-        topics: tuple[str, ...],
+        events_partitions: Callable[[], dict[str, int]],
+        stage_partitions: int,
         stage: IngestStage,
         *,
         max_records: int,
@@ -34,7 +37,8 @@ class IngestService(Service):
         super().__init__(**kwargs)
         self._consumer_options = consumer_options
         self._group_id = group_id
-        self._topics = topics
+        self._partition_counts = events_partitions
+        self._stage_partitions = stage_partitions
         self._stage = stage
         self._max_records = max_records
         self._max_batches_ahead = max_batches_ahead
@@ -44,6 +48,8 @@ class IngestService(Service):
         self.consumer: AIOKafkaConsumer | None = None
         self.loop_: IngestLoop | None = None
         self._running: asyncio.Task[None] | None = None
+        self._events_partitions: dict[str, set[int]] = {}
+        self._stage1_partitions: set[int] = set()
 
     async def on_start(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -61,10 +67,31 @@ class IngestService(Service):
             stage1_done=self._stage1_done,
             on_acknowledged=self._on_acknowledged,
         )
-        consumer.subscribe(list(self._topics), listener=IngestRebalanceListener(loop))
         await consumer.start()
+        self._events_partitions = {
+            topic: set(range(count)) for topic, count in self._partition_counts().items()
+        }
         self.consumer, self.loop_ = consumer, loop
+        await loop.reassign(self._events_for(self._stage1_partitions))
         self._running = asyncio.ensure_future(self._run(loop))
+
+    async def follow(self, stage1_partitions: set[int]) -> None:
+        """The stages' assignment changed: read the matching events partitions (those handed
+        over so far are acknowledged and committed first)."""
+        self._stage1_partitions = set(stage1_partitions)
+        if self.loop_ is not None:
+            try:
+                await self.loop_.reassign(self._events_for(self._stage1_partitions))
+            except Exception as exc:
+                await self._on_fatal(exc)
+
+    def _events_for(self, stage1_partitions: set[int]) -> list[TopicPartition]:
+        return [
+            TopicPartition(topic, partition)
+            for topic, partitions in self._events_partitions.items()
+            for partition in sorted(partitions)
+            if partition % self._stage_partitions in stage1_partitions
+        ]
 
     async def _run(self, loop: IngestLoop) -> None:
         try:

@@ -16,7 +16,7 @@ from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 
 from service.runtime.tables import ACTOR_CODEC, KEY_CODEC, RELATION_CODEC, TARGET_CODEC, Codec
-from service.worker.workarounds import use_codecs
+from service.worker.workarounds import PartitionedWrites, use_codecs
 
 CODEC_NAMES = {
     "actors": "reciprocity_actor_state",
@@ -50,44 +50,39 @@ def faust_table(app: Any, name: str, partitions: int) -> Any:
 
 
 class FaustStore:
-    """A Faust table's store as the runtime's `Store`. For the memory store the runtime writes
-    its dict directly, and notes each key's partition as Faust's own recovery does, so that
-    keys of partitions given away are dropped after a rebalance."""
+    """A Faust table's store as the runtime's `Store`."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
+        self._writes: PartitionedWrites | None = None
         self._dict: MutableMapping[str, Any] | None = None
-        self._partitions: MutableMapping[str, int] | None = None
 
-    def _memory(self) -> MutableMapping[str, Any] | None:
-        if self._dict is None and isinstance(self._table.data, MemoryStore):
-            self._dict = self._table.data.data
-            self._partitions = self._table.data._key_partition
-        return self._dict
+    def _store(self) -> Any:
+        # The store exists once the table does its first read or write (Faust makes it then).
+        store = self._table.data
+        if self._writes is None:
+            self._writes = PartitionedWrites(store)
+            if isinstance(store, MemoryStore):
+                self._dict = store.data
+        return store
 
     def get(self, key: str, default: Any = None) -> Any:
-        memory = self._dict if self._dict is not None else self._memory()
+        memory = self._dict
         if memory is not None:
             return memory.get(key, default)
-        return self._table.data.get(key, default)
+        return self._store().get(key, default)
 
     def put(self, key: str, value: Any, partition: int) -> None:
-        memory = self._dict if self._dict is not None else self._memory()
-        if memory is not None:
-            memory[key] = value
-            assert self._partitions is not None
-            self._partitions[key] = partition
-        else:
-            self._table.data[key] = value
+        if self._writes is None:
+            self._store()
+        assert self._writes is not None
+        self._writes.put(key, value, partition)
 
     def delete(self, key: str, partition: int) -> None:
-        memory = self._dict if self._dict is not None else self._memory()
-        if memory is not None:
-            memory.pop(key, None)
-            assert self._partitions is not None
-            self._partitions.pop(key, None)
-        else:
-            self._table.data.pop(key, None)
+        if self._writes is None:
+            self._store()
+        assert self._writes is not None
+        self._writes.delete(key, partition)
 
     def __len__(self) -> int:
         return len(self._table.data)

@@ -55,8 +55,9 @@ def admin_client(kafka: KafkaSettings) -> AIOKafkaAdminClient:
 
 async def ensure_topics(
     admin: AIOKafkaAdminClient, specs: list[TopicSpec], timeout: float = 60.0
-) -> list[str]:
-    """Create the missing topics, wait until all are served; returns the names created.
+) -> tuple[list[str], dict[str, int]]:
+    """Create the missing topics, wait until all are served; returns the names created and
+    every topic's partition count.
 
     A topic that already exists is left as it is, whatever its partition count.
     """
@@ -79,13 +80,15 @@ async def ensure_topics(
             for name, code, *_ in response.topic_errors:
                 if code not in (0, TopicAlreadyExistsError.errno):
                     raise RuntimeError(f"cannot create topic {name!r}: Kafka error code {code}")
-        await _wait_served(admin, [spec.name for spec in specs], timeout)
-        return [spec.name for spec in missing]
+        served = await _wait_served(admin, [spec.name for spec in specs], timeout)
+        return [spec.name for spec in missing], served
     finally:
         await admin.close()
 
 
-async def _wait_served(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
+async def _wait_served(
+    admin: AIOKafkaAdminClient, names: list[str], timeout: float
+) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         described = await admin.describe_topics(names)
@@ -97,7 +100,7 @@ async def _wait_served(admin: AIOKafkaAdminClient, names: list[str], timeout: fl
             or any(partition["leader"] < 0 for partition in topic["partitions"])
         ]
         if not waiting:
-            return
+            return {topic["topic"]: len(topic["partitions"]) for topic in described}
         if time.monotonic() > deadline:
             raise TimeoutError(f"topics not served after {timeout:.0f}s: {', '.join(waiting)}")
         await asyncio.sleep(0.1)

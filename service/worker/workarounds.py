@@ -24,6 +24,11 @@ its faust-streaming issue or the Faust behaviour it works around.
    times); our own metrics cover what operators used the sensors for (`worker.lag`).
 5. Committed offsets: Faust's consumer has no public accessor for the offset it last
    committed per partition; `committed_offsets` reads the one it keeps (`_committed_offset`).
+6. Store writes outside stream iteration (faust-streaming #497): the RocksDB store finds the
+   partition of a key written through `store[key] = value` from the current stream event and
+   fails without one. The runtime stores a commit's values once its changelog records are
+   acknowledged, in a task of its own, and knows the partition: `PartitionedWrites` writes the
+   partition's database directly.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.sensors import Monitor
+from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 
 from service.runtime.checkpoint import Record
@@ -182,3 +188,38 @@ class QuietMonitor(Monitor):
 def committed_offsets(consumer: Any) -> dict[TP, int]:
     """The next offset to read per partition, as Faust's consumer last committed it (item 5)."""
     return {tp: offset for tp, offset in consumer._committed_offset.items() if offset is not None}
+
+
+class PartitionedWrites:
+    """Writes to a Faust store for a known partition, without a current stream event (item 6).
+    The memory store is a dict (and notes each key's partition as its own recovery does, so
+    that keys of partitions given away are dropped after a rebalance); the RocksDB store gets
+    the key and value encoded as its own `__setitem__` would, in the partition's database."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        memory = isinstance(store, MemoryStore)
+        self._memory: dict[Any, Any] | None = store.data if memory else None
+        self._partitions: dict[Any, int] | None = store._key_partition if memory else None
+        self._rocksdb = not memory and hasattr(store, "_db_for_partition")
+
+    def put(self, key: str, value: Any, partition: int) -> None:
+        if self._memory is not None and self._partitions is not None:
+            self._memory[key] = value
+            self._partitions[key] = partition
+        elif self._rocksdb:
+            store = self._store
+            raw = store._encode_key(key)
+            store._key_index[raw] = partition
+            store._db_for_partition(partition).put(raw, store._encode_value(value))
+        else:
+            self._store[key] = value
+
+    def delete(self, key: str, partition: int) -> None:
+        if self._memory is not None and self._partitions is not None:
+            self._memory.pop(key, None)
+            self._partitions.pop(key, None)
+        elif self._rocksdb:
+            self._store._del(self._store._encode_key(key))
+        else:
+            self._store.pop(key, None)

@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from service.core.decoding import EventDecoder
-from service.runtime.ingest import IngestLoop, IngestRebalanceListener
+from service.runtime.ingest import IngestLoop
 from service.runtime.metrics import Metrics
 from service.runtime.sinks import Delivery
 from service.runtime.stages import IngestStage
@@ -48,8 +48,13 @@ class MemoryConsumer:
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         self.committed.append(dict(offsets or {}))
 
+    assigned: set[TopicPartition] = field(default_factory=lambda: {TP0})
+
     def assignment(self) -> set[TopicPartition]:
-        return {TP0}
+        return set(self.assigned)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = set(partitions)
 
     def pause(self, *partitions: TopicPartition) -> None:
         self.paused_partitions.update(partitions)
@@ -203,7 +208,7 @@ def test_partitions_pause_while_stage1_is_behind_and_polling_goes_on() -> None:
     asyncio.run(run())
 
 
-def test_a_revoke_waits_for_what_was_handed_over_and_commits_it() -> None:
+def test_a_reassignment_waits_for_what_was_handed_over_and_commits_it_first() -> None:
     async def run() -> None:
         sink = HeldSink()
         consumer = MemoryConsumer(events(6))
@@ -213,12 +218,14 @@ def test_a_revoke_waits_for_what_was_handed_over_and_commits_it() -> None:
         )  # fmt: skip
         task = asyncio.create_task(loop.run())
         await until(lambda: consumer.position == 6)
-        revoke = asyncio.create_task(IngestRebalanceListener(loop).on_partitions_revoked([TP0]))
+        revoke = asyncio.create_task(loop.reassign([]))  # the stages gave partition 0 away
         await asyncio.sleep(0.01)
         assert not revoke.done()  # waiting for the acknowledgement
+        assert consumer.assignment() == {TP0}
         sink.release()
         await asyncio.wait_for(revoke, timeout=2)
         assert consumer.committed[-1] == {TP0: 6}
+        assert consumer.assignment() == set() and loop.rebalances == 1
         loop.stop()
         await task
 
