@@ -13,7 +13,7 @@ consumer group of its own (`<app_id>-ingest`, no auto-commit), and `IngestLoop.r
    acknowledged is read again, and stage 1 absorbs what was (event ids per account).
 4. **Backpressure.** While `max_batches_ahead` batches are not yet handled by stage 1 (or,
    for stage-1 partitions another worker owns, acknowledged), every assigned partition is
-   paused until stage 1 makes room; the loop keeps polling so the group keeps the member.
+   paused until stage 1 makes room; the loop keeps polling meanwhile.
    Events wait in Kafka meanwhile, so the next fetch is a bigger batch: batches grow with the
    load, and each costs stage 1 the same per-message overhead whatever its size.
 5. **Reassignment and stop**: wait for what was handed over, then commit it.
