@@ -139,8 +139,8 @@ class IngestLoop:
         return len(ahead) + len(self._unacknowledged)
 
     async def _hold_back(self) -> None:
-        """Pause every partition until stage 1 makes room, polling meanwhile so that the
-        group keeps the member (only partitions assigned since are fetched, and handed over)."""
+        """Pause every partition until stage 1 makes room (or a second has passed), then poll
+        once: only partitions assigned since are fetched, and handed over."""
         consumer = self._consumer
         unpaused = consumer.assignment() - consumer.paused()
         if unpaused:
