@@ -140,10 +140,10 @@ class OverlayTable(MutableMapping[str, V], Generic[V]):
         self.changelog = changelog
         self.codec = codec
         self._pending: dict[str, V] = {}
-        # Committed changes not yet in the store, oldest first, and per key the newest of
-        # them with the layer it is in.
+        # Committed changes not yet in the store, oldest first, and per key the newest layer
+        # that holds it.
         self._unstored: deque[dict[str, V]] = deque()
-        self._newest: dict[str, tuple[V, dict[str, V]]] = {}
+        self._newest: dict[str, dict[str, V]] = {}
 
     def __getitem__(self, key: str) -> V:
         value = self.get(key, _DELETED)
@@ -155,10 +155,10 @@ class OverlayTable(MutableMapping[str, V], Generic[V]):
     def get(self, key: str, default: Any = None) -> Any:
         value = self._pending.get(key)
         if value is None:
-            newest = self._newest.get(key)
-            if newest is None:
+            layer = self._newest.get(key)
+            if layer is None:
                 return self.store.get(key, default)
-            value = newest[0]
+            value = layer[key]
         return default if value is _DELETED else value
 
     def __setitem__(self, key: str, value: V) -> None:
@@ -182,12 +182,12 @@ class OverlayTable(MutableMapping[str, V], Generic[V]):
             return {}, []
         layer, self._pending = self._pending, {}
         self._unstored.append(layer)
-        newest = self._newest
-        dump_key, dump_value = KEY_CODEC.dumps, self.codec.dumps
-        records: list[ChangelogRecord] = []
-        for key, value in layer.items():
-            newest[key] = (value, layer)
-            records.append((dump_key(key), None if value is _DELETED else dump_value(value)))
+        self._newest.update(dict.fromkeys(layer, layer))
+        dump_value = self.codec.dumps
+        records: list[ChangelogRecord] = [
+            (key.encode(), None if value is _DELETED else dump_value(value))
+            for key, value in layer.items()
+        ]
         return layer, records
 
     def store_changes(self, changes: dict[str, V], partition: int) -> None:
@@ -217,14 +217,13 @@ class OverlayTable(MutableMapping[str, V], Generic[V]):
                 return
         newest = self._newest
         for key in changes:
-            entry = newest.get(key)
-            if entry is not None and entry[1] is changes:
+            if newest.get(key) is changes:
                 del newest[key]
                 if not oldest:
                     # A layer given up: an older unstored one may still hold the key.
                     for layer in reversed(unstored):
                         if key in layer:
-                            newest[key] = (layer[key], layer)
+                            newest[key] = layer
                             break
 
 
