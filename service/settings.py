@@ -222,6 +222,19 @@ class KafkaSettings(Section):
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certs.")
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _every_address_is_host_and_port(cls, value: str) -> str:
+        addresses = [address.strip() for address in value.split(",")]
+        for address in addresses:
+            host, colon, port = address.rpartition(":")
+            host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+            if not colon or not host or any(c.isspace() or c in "/@" for c in host):
+                raise ValueError(f"{address!r} is not host:port")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r}: the port must be a number from 1 to 65535")
+        return ",".join(addresses)
+
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
         if self.security_protocol.startswith("SASL"):
