@@ -327,6 +327,11 @@ class WorkerSettings(Section):
         "Faust's per-message path (~200 us each, a few records per event), which costs the "
         "other workers about as much CPU as the events themselves.",
     )
+    api_token: SecretStr | None = Field(
+        None,
+        description="If set, /users/{id}/reciprocity (per-account data) wants the header "
+        "'Authorization: Bearer <token>'; /metrics, /healthz and /readyz stay open.",
+    )
     metrics_render_seconds: float = Field(
         1.0,
         ge=0,

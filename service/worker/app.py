@@ -398,6 +398,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         topology,
         tables["actors"],
         MetricsPage(registry, worker.metrics_render_seconds, time.monotonic),
+        worker.api_token.get_secret_value() if worker.api_token is not None else None,
     )
     app.reciprocity_metrics = metrics  # type: ignore[attr-defined]
     return app

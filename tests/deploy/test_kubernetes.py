@@ -71,6 +71,7 @@ def test_kustomize_renders_every_manifest(kubernetes_objects: list[Object]) -> N
     kinds = sorted(obj["kind"] for obj in kubernetes_objects)
     assert kinds == [
         "ConfigMap",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "PrometheusRule",
         "Secret",
@@ -157,6 +158,20 @@ def test_services_and_monitor_reach_the_worker_port(kubernetes_objects: list[Obj
     assert metrics["metadata"]["labels"][monitor["spec"]["jobLabel"]] == JOB
     budget = only(kubernetes_objects, "PodDisruptionBudget")
     assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_only_prometheus_and_the_peers_reach_the_web_port(kubernetes_objects: list[Object]) -> None:
+    labels = pod_labels(kubernetes_objects)
+    policy = only(kubernetes_objects, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    port_names = {port["name"] for port in worker_container(kubernetes_objects)["ports"]}
+    assert {port["port"] for port in rule["ports"]} <= port_names
+    peers, prometheus = rule["from"]
+    assert peers["podSelector"]["matchLabels"].items() <= labels.items()
+    assert "namespaceSelector" not in peers  # the peers: this namespace only
+    assert prometheus["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
 
 
 def test_probes(kubernetes_objects: list[Object]) -> None:
