@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import sys
@@ -270,9 +271,26 @@ def worker() -> None:
     """Run the streaming worker (Faust) against the configured Kafka cluster."""
     import faust
 
+    from service.runtime.kafka_clients import BrokersUnreachable, wait_for_brokers
     from service.worker.app import create_app
 
     settings = load_settings()
+    err = Console(stderr=True)
+    # A loop of its own, not asyncio.run: that would unset the current loop Faust's worker
+    # picks up next.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(
+            wait_for_brokers(
+                settings.kafka,
+                settings.kafka.connect_timeout_seconds,
+                lambda line: err.print(line, highlight=False, soft_wrap=True),
+            )
+        )
+    except BrokersUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        loop.close()
     tune_gc()
     app = create_app(settings)
     runner = faust.Worker(app, loglevel=settings.worker.log_level)

@@ -221,6 +221,12 @@ class KafkaSettings(Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certs.")
+    connect_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long the worker retries brokers it cannot reach at start (a broker "
+        "restarting beside it) before it gives up and exits.",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from service.core.models import Alert
+from service.devtools.local_kafka import free_port
 
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
 
@@ -101,3 +103,20 @@ def test_bad_configuration_names_the_variable() -> None:
 @pytest.mark.parametrize("command", ["replay", "generate", "schemas"])
 def test_help(command: str) -> None:
     assert reciprocity(command, "--help").returncode == 0
+
+
+def test_a_worker_that_cannot_reach_kafka_retries_then_says_why_and_exits() -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens
+        "RECIPROCITY_KAFKA__CONNECT_TIMEOUT_SECONDS": "4",
+    }
+    started = time.monotonic()
+    result = reciprocity("worker", env=env)
+    elapsed = time.monotonic() - started
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "not reachable (attempt 1:" in err and "not reachable (attempt 2:" in err
+    assert "not reachable after" in err
+    assert "Traceback" not in err
+    assert elapsed < 60

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import ssl
+import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from service.settings import KafkaSettings
@@ -74,3 +86,81 @@ class OutputProducer:
 
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
         return await self._producer.send_batch(batch, topic, partition=partition)
+
+
+class BrokersUnreachable(Exception):
+    """The cluster could not be reached (or refused us) at start; the message says why."""
+
+
+# Errors that another attempt can fix: nothing listens yet, a broker restarts, a timeout.
+_RETRIABLE = (ConnectionError, OSError, asyncio.TimeoutError, KafkaConnectionError,
+              NodeNotReadyError, RequestTimedOutError, KafkaTimeoutError)  # fmt: skip
+
+
+async def wait_for_brokers(
+    kafka: KafkaSettings,
+    timeout_s: float,
+    log: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Until the cluster answers a metadata request, retrying what another attempt can fix
+    with a growing pause (1 s, 2 s, 4 s … up to 15 s) and one line per attempt; raises
+    `BrokersUnreachable` at the deadline, or at once for what retrying cannot fix (a refused
+    password, an untrusted certificate)."""
+    deadline = clock() + timeout_s
+    # aiokafka logs each failed connection itself; the line per attempt below says it once.
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        await _attempts(kafka, timeout_s, log, clock, deadline)
+    finally:
+        quiet.setLevel(level)
+
+
+async def _attempts(
+    kafka: KafkaSettings,
+    timeout_s: float,
+    log: Callable[[str], None],
+    clock: Callable[[], float],
+    deadline: float,
+) -> None:
+    pause = 1.0
+    attempt = 0
+    while True:
+        attempt += 1
+        admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except _RETRIABLE as exc:
+            cause = _describe(exc)
+            left = deadline - clock()
+            if left <= 0:
+                raise BrokersUnreachable(
+                    f"Kafka at {kafka.bootstrap_servers} not reachable after {attempt} "
+                    f"attempts in {timeout_s:g} s: {cause}"
+                ) from None
+            wait = min(pause, left)
+            log(
+                f"Kafka at {kafka.bootstrap_servers} not reachable (attempt {attempt}: "
+                f"{cause}); retrying in {wait:.0f} s"
+            )
+            await asyncio.sleep(wait)
+            pause = min(pause * 2, 15.0)
+        except Exception as exc:
+            raise BrokersUnreachable(
+                f"Kafka at {kafka.bootstrap_servers} refused the connection: {_describe(exc)}"
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc).strip()
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
