@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import sys
 import time
@@ -272,6 +273,18 @@ def worker() -> None:
     import faust
 
     from service.runtime.kafka_clients import BrokersUnreachable, wait_for_brokers
+    from service.runtime.log_repeats import RepeatedLines
+
+    class QuietWorker(faust.Worker):
+        """Faust's worker, with repeated warning and error lines held back (a broker outage
+        made its clients log thousands a second)."""
+
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            repeats = RepeatedLines()
+            for handler in logger.handlers:
+                handler.addFilter(repeats)
+
     from service.worker.app import create_app
 
     settings = load_settings()
@@ -293,7 +306,7 @@ def worker() -> None:
         loop.close()
     tune_gc()
     app = create_app(settings)
-    runner = faust.Worker(app, loglevel=settings.worker.log_level)
+    runner = QuietWorker(app, loglevel=settings.worker.log_level)
     # Faust's terminal spinner lowers the root logger to DEBUG so that every record spins it:
     # a fifth of the worker's CPU went into debug records nobody sees, and it writes escape
     # codes into container logs.

@@ -333,6 +333,13 @@ class WorkerSettings(Section):
         "Faust's per-message path (~200 us each, a few records per event), which costs the "
         "other workers about as much CPU as the events themselves.",
     )
+    stop_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="A stop (SIGTERM) that takes longer ends the process at once: within the "
+        "30 s grace periods of compose and Kubernetes even with the brokers gone, and safe "
+        "because nothing unacknowledged is ever committed.",
+    )
     api_token: SecretStr | None = Field(
         None,
         description="If set, /users/{id}/reciprocity (per-account data) wants the header "

@@ -88,6 +88,7 @@ class ReciprocityApp(faust.App):
     output_producer: OutputProducer
     topology: Topology
     ingest: IngestService
+    stop_timeout_seconds: float
     _failing: asyncio.Future[None] | None = None
 
     async def on_first_start(self) -> None:
@@ -97,6 +98,20 @@ class ReciprocityApp(faust.App):
         if created:
             self.log.info("Created topics: %s", ", ".join(created))
         await self.output_producer.start()
+
+    async def on_stop(self) -> None:
+        # A stop waits for acknowledgements (stage messages, changelogs, ingest's commit);
+        # with the brokers gone it would wait for minutes.
+        asyncio.get_running_loop().call_later(self.stop_timeout_seconds, self._stop_overran)
+        await super().on_stop()
+
+    def _stop_overran(self) -> None:
+        self.log.error(
+            "stopping took over %g s (are the brokers reachable?): exiting now; nothing "
+            "unacknowledged was committed, so the next start reads it again",
+            self.stop_timeout_seconds,
+        )
+        os._exit(1)
 
     async def on_started_init_extra_services(self) -> None:
         await super().on_started_init_extra_services()
@@ -182,6 +197,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     )
     tables = {name: faust_table(app, name, partitions) for name in TABLES}
     app.kafka_settings = settings.kafka
+    app.stop_timeout_seconds = worker.stop_timeout_seconds
     app.topic_specs = [
         spec
         for topic in (
