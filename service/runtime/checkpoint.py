@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.core.models import Alert
-from service.runtime.framing import Origin, StageOutbox, decode_message
+from service.runtime.framing import (
+    MAX_MESSAGE_BYTES,
+    Chunk,
+    Origin,
+    StageOutbox,
+    decode_message,
+    encode_message,
+    pack,
+)
 from service.runtime.metrics import Metrics
 from service.runtime.progress import Marker, ProgressMarkers
-from service.runtime.sinks import Delivery, Sink, alert_message
+from service.runtime.sinks import Sink, alert_message
 from service.runtime.tables import ChangelogRecord, Commit, StateTables
 
 
@@ -41,7 +49,7 @@ class StageInput:
     topic: str
     partition: int
     offset: int
-    origin: Origin
+    origins: list[Origin]  # of the parts applied (a part already applied is left out)
     items: list[Any]
     applied_upto: int  # the stage's stored marker on this partition: effects known stored
 
@@ -70,7 +78,7 @@ class StageLogic(Protocol):
 class OutputSinks:
     alerts: Sink
     dead_letters: Sink
-    next_stage: Sink | None = None
+    next_stage: Forwards | None = None
 
 
 class Checkpoint:
@@ -78,10 +86,13 @@ class Checkpoint:
     output:
 
     1. **Skip what was applied.** The input offset is at or below the stage's progress marker
-       for this partition, or the marker holds the message's origin chunk (a replayed upstream
-       message sends the same chunks again). The marker moves past a skipped message.
+       for this partition, or the marker holds a part's origin chunk (a replayed upstream
+       message sends the same chunks again): that part is left out, and a message with no
+       part left is skipped. The marker moves past a skipped message.
     2. **Apply.** The stage runs the core over the items. State changes go to the tables'
-       overlay (reads see them, the store does not yet); outputs are handed to their sinks.
+       overlay (reads see them, the store does not yet); alerts and dead letters are handed to
+       their sinks, next-stage chunks to `Forwards`, which sends them at the start of the
+       next round of steps 3-5, packed with those of the other messages of that round.
     3. **Outputs acknowledged.** Alerts, dead letters and next-stage messages are awaited. A
        crash before this ends re-applies the message: the same outputs again, with the same
        alert ids and origin, absorbed downstream. Storing the state first would lose them
@@ -120,23 +131,29 @@ class Checkpoint:
 
     async def run(self, record: Record, stage: StageLogic) -> Awaitable[Outputs | None]:
         assert record.value is not None  # stage messages are never tombstones
-        origin, items = decode_message(record.value)
         partition = record.partition
         marker = self.markers.read(partition)
         # 1. Skip what was applied.
-        if marker.already_applied(record.offset, origin):
+        if record.offset <= marker.applied_upto:
             self.metrics.replayed_messages.labels(stage.name).inc()
-            if record.offset <= marker.applied_upto:
-                return _done(None)
-            skipped = marker.after(record.offset, None)
+            return _done(None)
+        parts = [
+            (origin, items)
+            for origin, items in decode_message(record.value)
+            if not marker.already_applied(record.offset, origin)
+        ]
+        if not parts:
+            self.metrics.replayed_messages.labels(stage.name).inc()
+            skipped = marker.after(record.offset)
             self.markers.applied(partition, skipped)
             return self.queue.submit(_Applied(self.markers, partition, skipped, None, [], None))
+        origins = [origin for origin, _ in parts]
         message = StageInput(
             record.topic,
             partition,
             record.offset,
-            origin,
-            items,
+            origins,
+            parts[0][1] if len(parts) == 1 else [item for _, items in parts for item in items],
             self.markers.stored(partition).applied_upto,
         )
         await stage.ready(message)
@@ -144,25 +161,88 @@ class Checkpoint:
         outputs = stage.apply(message)
         commit = self.tables.commit(partition)
         sent = await self._hand_over(outputs, record)
-        applied = marker.after(record.offset, origin)
+        applied = marker.after(record.offset, origins)
         self.markers.applied(partition, applied)
         # 3-5, in the background.
         return self.queue.submit(_Applied(self.markers, partition, applied, commit, sent, outputs))
 
-    async def _hand_over(self, outputs: Outputs, record: Record) -> list[Awaitable[Delivery]]:
+    async def _hand_over(self, outputs: Outputs, record: Record) -> list[Awaitable[Any]]:
         sinks = self.sinks
-        sent = []
+        sent: list[Awaitable[Any]] = []
         for alert in outputs.alerts:
             self.metrics.alerts.labels(alert.rule, alert.severity.value).inc()
             key, value = alert_message(alert)
             sent.append(await sinks.alerts.send(value, key))
         for letter_key, letter in outputs.dead_letters:
             sent.append(await sinks.dead_letters.send(letter, letter_key))
-        if outputs.forwards is not None:
+        if outputs.forwards is not None and len(outputs.forwards):
             assert sinks.next_stage is not None
-            for partition, value in outputs.forwards.messages(record.partition, record.offset):
-                sent.append(await sinks.next_stage.send(value, None, partition))
+            sent.append(
+                sinks.next_stage.add(outputs.forwards.chunks(record.partition, record.offset))
+            )
         return sent
+
+
+class Forwards:
+    """Next-stage chunks waiting for the next round of steps 3-5, which sends them packed:
+    one message per destination partition (or more, cut by size) for all the messages of the
+    round, where one per upstream message and partition made a fan-out of N partitions into
+    N² small messages, each paying the consumer's per-message cost."""
+
+    def __init__(self, sink: Sink, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self._sink = sink
+        self._max_bytes = max_message_bytes
+        self._waiting: list[tuple[list[Chunk], asyncio.Future[None]]] = []
+
+    def add(self, chunks: Iterable[Chunk]) -> asyncio.Future[None]:
+        """Resolves once every message holding one of the chunks is acknowledged."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((list(chunks), done))
+        return done
+
+    async def flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
+        by_partition: dict[int, list[Chunk]] = {}
+        holder: dict[int, int] = {}  # id(chunk) -> index in waiting
+        for index, (chunks, _) in enumerate(waiting):
+            for chunk in chunks:
+                by_partition.setdefault(chunk.partition, []).append(chunk)
+                holder[id(chunk)] = index
+        needs: list[list[asyncio.Future[Any]]] = [[] for _ in waiting]
+        try:
+            for partition, chunks in by_partition.items():
+                for message in pack(chunks, self._max_bytes):
+                    sent = asyncio.ensure_future(
+                        await self._sink.send(encode_message(message), None, partition)
+                    )
+                    for index in {holder[id(chunk)] for chunk in message}:
+                        needs[index].append(sent)
+        except BaseException as exc:
+            for _, done in waiting:
+                done.set_exception(CompletionFailed(exc))
+            raise
+        for (_, done), awaited in zip(waiting, needs, strict=True):
+            _resolve_after(done, awaited)
+
+
+def _resolve_after(done: asyncio.Future[None], awaited: list[asyncio.Future[Any]]) -> None:
+    if not awaited:
+        done.set_result(None)
+        return
+
+    def finished(gathered: asyncio.Future[Any]) -> None:
+        if done.done():
+            return
+        if gathered.cancelled():
+            done.cancel()
+        elif gathered.exception() is not None:
+            done.set_exception(gathered.exception())  # type: ignore[arg-type]
+        else:
+            done.set_result(None)
+
+    asyncio.gather(*awaited).add_done_callback(finished)
 
 
 def _done(value: Outputs | None) -> asyncio.Future[Outputs | None]:
@@ -179,7 +259,7 @@ class _Applied:
     partition: int
     marker: Marker
     commit: Commit | None  # None: skipped, only its marker moves
-    sent: list[Awaitable[Delivery]]
+    sent: list[Awaitable[Any]]
     outputs: Outputs | None
     done: asyncio.Future[Outputs | None] = field(init=False)
 
@@ -209,6 +289,7 @@ class CommitQueue:
         self._running: asyncio.Task[None] | None = None
         self._markers_sent: list[Awaitable[int]] = []
         self.failure: BaseException | None = None
+        self.forwards: list[Forwards] = []  # flushed at the start of every round
 
     def submit(self, applied: _Applied) -> asyncio.Future[Outputs | None]:
         applied.done = asyncio.get_running_loop().create_future()
@@ -240,6 +321,8 @@ class CommitQueue:
 
     async def _complete(self, group: list[_Applied]) -> None:
         # 3. Outputs acknowledged.
+        for forwards in self.forwards:
+            await forwards.flush()
         await asyncio.gather(*(sent for applied in group for sent in applied.sent))
         # 4. State and changelog.
         commits = [applied.commit for applied in group if applied.commit is not None]

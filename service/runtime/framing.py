@@ -1,18 +1,24 @@
 """Stage messages: how events travel between the worker's stages.
 
-One Kafka message carries many items: every consumed message costs a framework ~200 µs, so a
-stage message batches what one upstream message sends to one partition. Its value is a JSON
-array `[origin, item, item, ...]`:
+One Kafka message carries many items: every consumed message costs a framework ~200 µs. The
+unit of delivery is a *part*: what one upstream message sends to one partition (cut into
+chunks by size). A stage message packs the parts of every upstream message applied in one
+round (`runtime.checkpoint.Forwards`), so the fan-out of N upstream partitions to N downstream
+ones is N messages a round, not N per upstream message. Its value is a JSON array
+`[[origin, ...], item, item, ...]`:
 
-- `origin` is `[partition, offset, chunk]` of the upstream stage message (and which chunk of
-  its output to this partition) that produced it; `[-1, -1, chunk]` from ingest. A stage that
-  has applied an origin's chunk skips a second copy of it (a replayed upstream message sends
-  the same chunks again): see `runtime.progress`.
+- each `origin` is `[partition, offset, chunk, count]`: the upstream stage message (and which
+  chunk of its output to this partition) that the next `count` items come from;
+  `[-1, -1, chunk, count]` from ingest. A stage that has applied an origin's chunk skips a
+  second copy of it (a replayed upstream message sends the same chunks again, however they
+  are packed the second time): see `runtime.progress`. A chunk is never split between
+  messages, so what a chunk holds depends on its upstream message alone.
 - each item is a compact JSON array, one codec per item type below. Items were validated at
   ingest, so decoding trusts them.
 
 A stage message stays below `max_message_bytes` (split by serialized bytes), under the
-producer's 1,000,000-byte request limit and the broker's default 1 MiB message limit.
+producer's 1,000,000-byte request limit and the broker's default 1 MiB message limit. Messages
+of the earlier one-part format, `[[partition, offset, chunk], item, ...]`, are still read.
 """
 
 from __future__ import annotations
@@ -46,9 +52,21 @@ def partition_for(key: str, partitions: int) -> int:
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+# Room left in a message for its origins list, per part.
+_ORIGIN_BYTES = 64
+
+
+class Chunk(NamedTuple):
+    """Items of one upstream message for one partition, at most a message's worth."""
+
+    partition: int
+    origin: Origin
+    items: list[bytes]
+    size: int
+
+
 class StageOutbox:
-    """Items grouped by destination partition, cut into stage messages of at most
-    `max_message_bytes`, each opening with its origin."""
+    """Items grouped by destination partition, cut into chunks that each fit one message."""
 
     def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._items: dict[int, list[bytes]] = {}
@@ -65,35 +83,64 @@ class StageOutbox:
     def __len__(self) -> int:
         return sum(len(items) for items in self._items.values())
 
-    def messages(self, origin_partition: int, origin_offset: int) -> Iterator[tuple[int, bytes]]:
-        """(partition, value) of every stage message, in partition then item order."""
+    def chunks(self, origin_partition: int, origin_offset: int) -> Iterator[Chunk]:
+        """Every chunk, in partition then item order. Deterministic: the same items give the
+        same chunks, which is what lets a stage skip a chunk it has applied."""
+        limit = self._max_bytes - _ORIGIN_BYTES
         for partition, items in self._items.items():
             chunk = 0
             parts: list[bytes] = []
             size = 0
             for item in items:
-                if parts and size + len(item) + 1 > self._max_bytes:
-                    yield (
-                        partition,
-                        encode_message(Origin(origin_partition, origin_offset, chunk), parts),
-                    )
+                if parts and size + len(item) + 1 > limit:
+                    origin = Origin(origin_partition, origin_offset, chunk)
+                    yield Chunk(partition, origin, parts, size)
                     chunk, parts, size = chunk + 1, [], 0
                 parts.append(item)
                 size += len(item) + 1
             if parts:
-                yield (
-                    partition,
-                    encode_message(Origin(origin_partition, origin_offset, chunk), parts),
-                )
+                yield Chunk(partition, Origin(origin_partition, origin_offset, chunk), parts, size)
+
+    def messages(self, origin_partition: int, origin_offset: int) -> Iterator[tuple[int, bytes]]:
+        """(partition, value) of one stage message per chunk."""
+        for chunk in self.chunks(origin_partition, origin_offset):
+            yield chunk.partition, encode_message([chunk])
 
 
-def encode_message(origin: Origin, items: list[bytes]) -> bytes:
-    return b"[" + b",".join([orjson.dumps(list(origin)), *items]) + b"]"
+def pack(chunks: list[Chunk], max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[list[Chunk]]:
+    """Chunks for one partition, in order, packed whole into as few messages as fit."""
+    messages: list[list[Chunk]] = []
+    current: list[Chunk] = []
+    size = 0
+    for chunk in chunks:
+        needed = chunk.size + _ORIGIN_BYTES
+        if current and size + needed > max_message_bytes:
+            messages.append(current)
+            current, size = [], 0
+        current.append(chunk)
+        size += needed
+    if current:
+        messages.append(current)
+    return messages
 
 
-def decode_message(value: bytes) -> tuple[Origin, list[Any]]:
+def encode_message(chunks: list[Chunk]) -> bytes:
+    origins = orjson.dumps([[*chunk.origin, len(chunk.items)] for chunk in chunks])
+    return b"[" + b",".join([origins, *(item for chunk in chunks for item in chunk.items)]) + b"]"
+
+
+def decode_message(value: bytes) -> list[tuple[Origin, list[Any]]]:
+    """The parts of a stage message: (origin, items) each."""
     data = orjson.loads(value)
-    return Origin(*data[0]), data[1:]
+    head = data[0]
+    if head and not isinstance(head[0], list):  # the one-part format
+        return [(Origin(*head), data[1:])]
+    parts = []
+    start = 1
+    for partition, offset, chunk, count in head:
+        parts.append((Origin(partition, offset, chunk), data[start : start + count]))
+        start += count
+    return parts
 
 
 # -- item codecs ------------------------------------------------------------------------------

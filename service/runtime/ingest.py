@@ -102,6 +102,7 @@ class IngestLoop:
         self._ahead: deque[_Batch] = deque()  # acknowledged, not yet handled by stage 1
         self._delivered: dict[TopicPartition, int] = {}  # last offset acknowledged downstream
         self._committed: dict[TopicPartition, int] = {}
+        self._wanted: frozenset[TopicPartition] | None = None  # None: not told yet
         self._handing_over = asyncio.Lock()
         self._room = asyncio.Event()
         self._stopping = False
@@ -214,9 +215,10 @@ class IngestLoop:
     async def reassign(self, partitions: Iterable[TopicPartition]) -> None:
         """Read `partitions` from now on, each from its committed offset, once everything
         handed over is acknowledged and committed."""
+        self._wanted = frozenset(partitions)  # no longer caught up on the new ones meanwhile
         async with self._handing_over:
             await self._commit_acknowledged(wait=True)
-            wanted = sorted(set(partitions))
+            wanted = sorted(self._wanted)
             if set(wanted) != self._consumer.assignment():
                 self._consumer.assign(wanted)
                 self._committed = {
@@ -247,11 +249,20 @@ class IngestLoop:
     def caught_up(self, partition_number: int) -> bool:
         """Has ingest handed over everything its events partitions of this number held when
         last fetched? (Producers key by actor, so events partition p feeds stage-1 partition p,
-        and ingest reads the events partitions of the stage-1 partitions this worker holds.)"""
+        and ingest reads the events partitions of the stage-1 partitions this worker holds.)
+        No while it has not been told which partitions to read, or has not yet taken one of
+        them or fetched from it: a worker that has just started or been given a partition
+        has not read its backlog. Yes when no events partition has this number."""
+        wanted = self._wanted
+        if wanted is None:
+            return False
         consumer = self._consumer
-        for tp in consumer.assignment():
+        assigned = consumer.assignment()
+        for tp in wanted:
             if tp.partition != partition_number:
                 continue
+            if tp not in assigned:
+                return False
             end = consumer.highwater(tp)
             if end is None or self.delivered_upto(tp) + 1 < end:
                 return False

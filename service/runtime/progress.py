@@ -18,6 +18,7 @@ consumer skipped (`service.worker.workarounds`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,14 +45,19 @@ class Marker:
         last = self.origins.get(str(origin.partition))
         return last is not None and [origin.offset, origin.chunk] <= last
 
-    def after(self, offset: int, origin: Origin | None) -> Marker:
-        """The marker once the message at `offset` (with `origin`; None: skipped as already
-        applied) is done."""
-        if origin is None or origin.partition == FROM_INGEST:
+    def after(self, offset: int, origins: Sequence[Origin] = ()) -> Marker:
+        """The marker once the message at `offset`, with the parts from `origins`, is done
+        (none: skipped as already applied)."""
+        moved = [origin for origin in origins if origin.partition != FROM_INGEST]
+        if not moved:
             return Marker(offset, self.origins)
-        return Marker(
-            offset, {**self.origins, str(origin.partition): [origin.offset, origin.chunk]}
-        )
+        latest = dict(self.origins)
+        for origin in moved:
+            key = str(origin.partition)
+            last = latest.get(key)
+            if last is None or [origin.offset, origin.chunk] > last:
+                latest[key] = [origin.offset, origin.chunk]
+        return Marker(offset, latest)
 
 
 NO_MARKER = Marker(-1, {})

@@ -9,7 +9,7 @@ from typing import Any
 
 from service.core.decoding import EventDecoder
 from service.core.pipeline import Pipeline
-from service.runtime.checkpoint import Checkpoint, CommitQueue, OutputSinks
+from service.runtime.checkpoint import Checkpoint, CommitQueue, Forwards, OutputSinks
 from service.runtime.metrics import Metrics
 from service.runtime.progress import ProgressMarkers
 from service.runtime.sinks import Sink
@@ -111,10 +111,14 @@ def build_topology(
     )
 
     def checkpoint(table: OverlayTable[object], topic: str, next_stage: Sink | None) -> Checkpoint:
+        forwards = None
+        if next_stage is not None:
+            forwards = Forwards(next_stage)
+            commits.forwards.append(forwards)
         return Checkpoint(
             tables,
             ProgressMarkers(table, topic),
-            OutputSinks(sinks.alerts, sinks.dead_letters, next_stage),
+            OutputSinks(sinks.alerts, sinks.dead_letters, forwards),
             commits,
             metrics,
         )

@@ -119,7 +119,8 @@ class IngestService(Service):
             await consumer.stop()
 
     def caught_up(self, partition_number: int) -> bool:
-        return self.loop_ is None or self.loop_.caught_up(partition_number)
+        # Not started yet: it will hand over a backlog (stage 2's wait must not end on it).
+        return self.loop_ is not None and self.loop_.caught_up(partition_number)
 
     def stage1_progressed(self) -> None:
         if self.loop_ is not None:

@@ -6,15 +6,31 @@ from __future__ import annotations
 
 import asyncio
 from functools import cache
+from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from service.core.decoding import EventDecoder, Rejection
 from service.core.replay import Replayer
 from service.devtools.generate import generate_traffic
+from service.runtime.checkpoint import (
+    Checkpoint,
+    CommitQueue,
+    CompletionFailed,
+    Forwards,
+    Outputs,
+    OutputSinks,
+    StageInput,
+)
+from service.runtime.framing import Chunk, Origin, StageOutbox, decode_message, encode_message
+from service.runtime.metrics import Metrics
+from service.runtime.progress import ProgressMarkers
+from service.runtime.sinks import ListSink
 from service.settings import Settings, TopicSettings
-from tests.runtime.twin import Fault, TwinWorld
+from tests.runtime.test_tables import state_tables
+from tests.runtime.twin import Fault, MemoryRecord, TwinWorld
 
 # Small generated traffic with every scenario: 2,278 events, 10 alerts.
 SEED, USERS, ORGANIC = 3, 500, 1500
@@ -111,6 +127,14 @@ def test_a_crash_at_each_step_changes_nothing(
     assert_same_as_replay(world, exact_ids=True)
 
 
+def test_with_several_partitions_stage_messages_pack_several_upstream_messages() -> None:
+    # So that the crash points below are also crossed by packed messages.
+    world = run(None, persistent=False, partitions=4)
+    parts = [len(decode_message(value)) for value in world.topics["stage2"].values()]
+    assert max(parts) > 1
+    assert_same_as_replay(world, exact_ids=False)
+
+
 @pytest.mark.parametrize(("step", "target", "nth"), CRASH_POINTS, ids=[p[0] for p in CRASH_POINTS])
 def test_a_crash_with_several_partitions_changes_no_count(step: str, target: str, nth: int) -> None:
     # Stage 2 merges actor partitions in arrival order, so the event opening an episode (and
@@ -119,3 +143,107 @@ def test_a_crash_with_several_partitions_changes_no_count(step: str, target: str
     world = run(fault, persistent=False, partitions=4)
     assert fault.fired
     assert_same_as_replay(world, exact_ids=False)
+
+
+# --- packed stage messages -----------------------------------------------------------------
+
+
+class Collecting:
+    """A stage that records the items it is given and forwards each to partition 0."""
+
+    name = "collecting"
+
+    def __init__(self) -> None:
+        self.applied: list[list[Any]] = []
+
+    async def ready(self, message: StageInput) -> None:
+        return None
+
+    def apply(self, message: StageInput) -> Outputs:
+        self.applied.append(list(message.items))
+        forwards = StageOutbox()
+        for item in message.items:
+            forwards.add(0, item)
+        return Outputs(forwards=forwards)
+
+
+def checkpoint_on_twins() -> tuple[Checkpoint, ListSink, CommitQueue]:
+    tables = state_tables()
+    metrics = Metrics(CollectorRegistry())
+    queue = CommitQueue(tables, metrics)
+    forwards_sink = ListSink()
+    forwards = Forwards(forwards_sink)
+    queue.forwards.append(forwards)
+    checkpoint = Checkpoint(
+        tables,
+        ProgressMarkers(tables.actors, "in"),
+        OutputSinks(ListSink(), ListSink(), forwards),
+        queue,
+        metrics,
+    )
+    return checkpoint, forwards_sink, queue
+
+
+def packed(*parts: tuple[Origin, list[Any]]) -> bytes:
+    return encode_message(
+        [Chunk(0, origin, [orjson.dumps(item) for item in items], 0) for origin, items in parts]
+    )
+
+
+def test_a_part_already_applied_is_left_out_of_a_packed_message() -> None:
+    async def run() -> tuple[Collecting, list[bytes]]:
+        checkpoint, forwards, queue = checkpoint_on_twins()
+        stage = Collecting()
+        first = packed((Origin(1, 10, 0), [["a"]]), (Origin(2, 5, 0), [["b"]]))
+        await (await checkpoint.run(MemoryRecord("in", 0, 0, None, first), stage))
+        # A replayed upstream message 2/5 packed with one not seen yet.
+        second = packed((Origin(2, 5, 0), [["b"]]), (Origin(2, 6, 0), [["c"]]))
+        await (await checkpoint.run(MemoryRecord("in", 0, 1, None, second), stage))
+        # Nothing new at all: skipped, and the marker still moves past it.
+        third = packed((Origin(1, 10, 0), [["a"]]))
+        assert await (await checkpoint.run(MemoryRecord("in", 0, 2, None, third), stage)) is None
+        assert checkpoint.markers.stored(0).applied_upto == 2
+        await queue.flush()
+        return stage, [value for _, value, _ in forwards.messages]
+
+    stage, sent = asyncio.run(run())
+    assert stage.applied == [[["a"], ["b"]], [["c"]]]
+    # Forwards name the message that sent them, one part each.
+    assert [[origin for origin, _ in decode_message(value)] for value in sent] == [
+        [Origin(0, 0, 0)],
+        [Origin(0, 1, 0)],
+    ]
+
+
+def test_forwards_of_messages_applied_in_one_round_go_out_as_one_message() -> None:
+    async def run() -> list[bytes]:
+        checkpoint, forwards, _ = checkpoint_on_twins()
+        stage = Collecting()
+        done = []
+        for offset in range(5):
+            value = packed((Origin(3, offset, 0), [[f"item {offset}"]]))
+            done.append(await checkpoint.run(MemoryRecord("in", 0, offset, None, value), stage))
+        await asyncio.gather(*done)
+        return [value for _, value, _ in forwards.messages]
+
+    sent = asyncio.run(run())
+    # All five were applied before their round started: one message, five parts.
+    assert [len(decode_message(value)) for value in sent] == [5]
+    items = [item for value in sent for _, items in decode_message(value) for item in items]
+    assert items == [[f"item {offset}"] for offset in range(5)]
+
+
+def test_a_forward_that_cannot_be_sent_fails_the_round_and_every_message_in_it() -> None:
+    async def run() -> list[BaseException | None]:
+        checkpoint, forwards, _ = checkpoint_on_twins()
+        forwards.fail = RuntimeError("broker says no")
+        stage = Collecting()
+        done = []
+        for offset in range(3):
+            value = packed((Origin(3, offset, 0), [[offset]]))
+            done.append(await checkpoint.run(MemoryRecord("in", 0, offset, None, value), stage))
+        results = await asyncio.gather(*done, return_exceptions=True)
+        return [result if isinstance(result, BaseException) else None for result in results]
+
+    failures = asyncio.run(run())
+    assert all(isinstance(failure, CompletionFailed) for failure in failures)

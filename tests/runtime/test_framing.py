@@ -16,6 +16,8 @@ from service.runtime.framing import (
     decode_event,
     decode_message,
     encode_event,
+    encode_message,
+    pack,
 )
 from service.settings import InputSettings
 
@@ -50,7 +52,7 @@ def test_an_event_comes_out_of_a_stage_message_as_it_went_in(raw: dict[str, Any]
     outbox = StageOutbox()
     outbox.add(0, encode_event(event))
     ((_, value),) = list(outbox.messages(-1, -1))
-    origin, (item,) = decode_message(value)
+    ((origin, (item,)),) = decode_message(value)
     copy = decode_event(item)
     assert origin == Origin(-1, -1, 0)
     assert copy == event
@@ -74,7 +76,42 @@ def test_messages_are_cut_below_their_byte_bound_and_keep_item_order() -> None:
     got = []
     for chunk, (partition, value) in enumerate(messages):
         assert partition == 3 and len(value) <= 1_000
-        origin, message_items = decode_message(value)
+        ((origin, message_items),) = decode_message(value)
         assert origin == Origin(7, 41, chunk)
         got.extend(message_items)
     assert got == items
+
+
+def test_chunks_of_several_upstream_messages_pack_whole_into_few_messages() -> None:
+    chunks = []
+    for offset in range(6):
+        outbox = StageOutbox(max_message_bytes=1_000)
+        for n in range(offset + 1):
+            outbox.add(2, ["e", offset, n, "x" * 90])
+        chunks.extend(outbox.chunks(5, offset))
+    messages = pack(chunks, max_message_bytes=1_000)
+    assert 1 < len(messages) < len(chunks)
+    parts = [part for message in messages for part in decode_message(encode_message(message))]
+    assert [origin for origin, _ in parts] == [chunk.origin for chunk in chunks]
+    assert [items for _, items in parts] == [
+        [orjson.loads(item) for item in chunk.items] for chunk in chunks
+    ]
+    for message in messages:
+        assert len(encode_message(message)) <= 1_000
+
+
+def test_a_chunk_depends_on_its_upstream_message_alone() -> None:
+    outbox = StageOutbox(max_message_bytes=1_000)
+    for n in range(30):
+        outbox.add(1, ["e", n, "y" * 90])
+    alone = list(outbox.chunks(4, 8))
+    other = StageOutbox(max_message_bytes=1_000)
+    other.add(1, ["other"])
+    packed = pack([*other.chunks(3, 2), *alone], max_message_bytes=1_000)
+    found = [chunk for message in packed for chunk in message if chunk.origin.partition == 4]
+    assert found == alone
+
+
+def test_messages_of_the_one_part_format_are_still_read() -> None:
+    value = orjson.dumps([[7, 41, 2], ["a"], ["b"]])
+    assert decode_message(value) == [(Origin(7, 41, 2), [["a"], ["b"]])]

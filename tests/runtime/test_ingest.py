@@ -230,3 +230,32 @@ def test_a_reassignment_waits_for_what_was_handed_over_and_commits_it_first() ->
         await task
 
     asyncio.run(run())
+
+
+def test_caught_up_only_once_told_its_partitions_and_their_backlog_is_handed_over() -> None:
+    # Stage 2's wait ends on this: a worker that has just started, or just been given a
+    # partition, has a backlog to hand over first (a friend's request then looked like a
+    # stranger's after a SIGKILL).
+    async def run() -> None:
+        sink = HeldSink()
+        sink.acknowledge_at_once = True
+        consumer = MemoryConsumer(events(6))
+        consumer.assigned = set()
+        loop = IngestLoop(
+            consumer, ingest_stage(sink), max_records=10, max_batches_ahead=10,
+            stage1_done=lambda d: True, fetch_timeout_ms=1,
+        )  # fmt: skip
+        assert not loop.caught_up(0)  # not told which partitions to read yet
+        assert not loop.caught_up(1)
+        revoke = asyncio.create_task(loop.reassign([TP0]))
+        assert not loop.caught_up(0)  # told, not yet taken
+        await revoke
+        assert loop.caught_up(1)  # no events partition feeds stage-1 partition 1
+        assert not loop.caught_up(0)  # taken, its backlog not handed over
+        task = asyncio.create_task(loop.run())
+        await until(lambda: loop.caught_up(0))
+        assert consumer.position == 6
+        loop.stop()
+        await task
+
+    asyncio.run(run())

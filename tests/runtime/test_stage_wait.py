@@ -10,14 +10,23 @@ from service.runtime.stage_wait import ActorStageClock, Stage1Input
 
 
 def test_a_skipped_message_advances_the_marker_but_not_its_origins() -> None:
-    first = NO_MARKER.after(5, Origin(2, 9, 0))
+    first = NO_MARKER.after(5, [Origin(2, 9, 0)])
     assert first.already_applied(6, Origin(2, 9, 0))
-    after = first.after(6, None)  # offset 6 skipped: its origin was applied already
+    after = first.after(6)  # offset 6 skipped: its origin was applied already
     assert after.applied_upto == 6
     assert after.already_applied(7, Origin(2, 9, 0))
     assert not after.already_applied(7, Origin(2, 10, 0))
     assert not after.already_applied(7, Origin(-1, -1, 0))  # from ingest: no origin to match
     assert after.already_applied(6, Origin(-1, -1, 0))
+
+
+def test_a_packed_message_moves_the_marker_of_every_origin_it_holds() -> None:
+    marker = NO_MARKER.after(3, [Origin(1, 10, 0), Origin(2, 4, 1), Origin(1, 11, 0)])
+    assert marker.origins == {"1": [11, 0], "2": [4, 1]}
+    assert marker.already_applied(4, Origin(1, 10, 0))
+    assert not marker.already_applied(4, Origin(2, 4, 2))
+    # An older part never moves an origin back.
+    assert marker.after(4, [Origin(2, 3, 0)]).origins["2"] == [4, 1]
 
 
 def test_stage1_is_caught_up_once_it_handled_everything_sent_and_fetched() -> None:
