@@ -258,8 +258,11 @@ def worker(
     topics: dict[str, str],
     profile: Path | None,
     app_id: str | None = None,
+    render_seconds: str | None = "0",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Worker]:
-    """A worker process; several with the same `app_id` share the partitions."""
+    """A worker process; several with the same `app_id` share the partitions. `render_seconds`:
+    how often /metrics is rendered anew (None: the default)."""
     port = free_port()
     env = {
         **os.environ,
@@ -268,12 +271,14 @@ def worker(
         "RECIPROCITY_WORKER__WEB_PORT": str(port),
         "RECIPROCITY_WORKER__DATA_DIR": str(run.workdir / f"{name}-data"),
         "RECIPROCITY_WORKER__LOG_LEVEL": "warning",
-        # Fresh counts for the progress polls (they are few: see _next_poll).
-        "RECIPROCITY_WORKER__METRICS_RENDER_SECONDS": "0",
         "RECIPROCITY_TOPICS__EVENTS": topics["events"],
         "RECIPROCITY_TOPICS__ALERTS": topics["alerts"],
         "RECIPROCITY_TOPICS__DEAD_LETTERS": topics["dead_letters"],
     }
+    env.update(extra_env or {})
+    if render_seconds is not None:
+        # Fresh counts for the progress polls (they are few: see _next_poll).
+        env["RECIPROCITY_WORKER__METRICS_RENDER_SECONDS"] = render_seconds
     command = [sys.executable, "-m", "service", "worker"]
     if profile is not None:
         command = [sys.executable, "-m", "cProfile", "-o", str(profile), *command[1:]]

@@ -28,7 +28,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from service.runtime.kafka_clients import OutputProducer, client_options, ssl_context
-from service.runtime.metrics import Metrics, MetricsPage
+from service.runtime.metrics import Metrics, MetricsPage, ScrapeTurns
 from service.runtime.sinks import Delivery, KafkaChangelog, KafkaSink
 from service.runtime.tables import Changelog, Store
 from service.runtime.topology import (
@@ -414,6 +414,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         topology,
         tables["actors"],
         MetricsPage(registry, worker.metrics_render_seconds, time.monotonic),
+        ScrapeTurns(worker.metrics_scrapes_per_second, time.monotonic),
         worker.api_token.get_secret_value() if worker.api_token is not None else None,
     )
     app.reciprocity_metrics = metrics  # type: ignore[attr-defined]

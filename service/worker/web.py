@@ -3,6 +3,7 @@ profiles."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import re
@@ -12,7 +13,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.core.reciprocity import profile
-from service.runtime.metrics import MetricsPage
+from service.runtime.metrics import MetricsPage, ScrapeTurns
 from service.runtime.topology import Topology
 
 _ACCOUNT_ID = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
@@ -35,10 +36,14 @@ def add_views(
     topology: Topology,
     actors_table: Any,
     metrics: MetricsPage,
+    turns: ScrapeTurns,
     api_token: str | None = None,
 ) -> None:
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics_page(web: View, request: Request) -> Response:
+        wait = turns.wait_seconds()
+        if wait > 0:
+            await asyncio.sleep(wait)
         return web.bytes(metrics.body(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")  # type: ignore[untyped-decorator]
