@@ -272,7 +272,12 @@ def worker() -> None:
     """Run the streaming worker (Faust) against the configured Kafka cluster."""
     import faust
 
-    from service.runtime.kafka_clients import BrokersUnreachable, wait_for_brokers
+    from service.runtime.kafka_clients import (
+        AccessRefused,
+        BrokersUnreachable,
+        check_access,
+        wait_for_brokers,
+    )
     from service.runtime.log_repeats import RepeatedLines
 
     class QuietWorker(faust.Worker):
@@ -292,6 +297,8 @@ def worker() -> None:
     # A loop of its own, not asyncio.run: that would unset the current loop Faust's worker
     # picks up next.
     loop = asyncio.new_event_loop()
+    topics = settings.topics
+    app_id = settings.worker.app_id
     try:
         loop.run_until_complete(
             wait_for_brokers(
@@ -300,7 +307,14 @@ def worker() -> None:
                 lambda line: err.print(line, highlight=False, soft_wrap=True),
             )
         )
-    except BrokersUnreachable as exc:
+        loop.run_until_complete(
+            check_access(
+                settings.kafka,
+                [*topics.events, topics.alerts, topics.dead_letters],
+                [app_id, f"{app_id}-ingest"],
+            )
+        )
+    except (BrokersUnreachable, AccessRefused) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         loop.close()
@@ -328,3 +342,28 @@ def schemas(out_dir: Path) -> None:
 
     for path in write_schemas(out_dir):
         click.echo(str(path))
+
+
+@main.command()
+@click.option(
+    "--principal",
+    default="User:reciprocity",
+    show_default=True,
+    help="The worker's principal (for SASL/SCRAM, User:<sasl_username>).",
+)
+@click.option(
+    "--command-config",
+    default="admin.properties",
+    show_default=True,
+    help="The client config file kafka-acls.sh connects with (an administrator's).",
+)
+def acls(principal: str, command_config: str) -> None:
+    """Print the kafka-acls.sh commands that grant the worker exactly what it needs, for the
+    app id and topics of the RECIPROCITY_* settings."""
+    from service.kafka_acls import kafka_acls_commands
+
+    settings = load_settings()
+    for line in kafka_acls_commands(
+        settings, principal, settings.kafka.bootstrap_servers, command_config
+    ):
+        click.echo(line)

@@ -100,7 +100,7 @@ def test_bad_configuration_names_the_variable() -> None:
     assert "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS" in result.stderr.decode()
 
 
-@pytest.mark.parametrize("command", ["replay", "generate", "schemas"])
+@pytest.mark.parametrize("command", ["replay", "generate", "schemas", "acls"])
 def test_help(command: str) -> None:
     assert reciprocity(command, "--help").returncode == 0
 
@@ -120,3 +120,24 @@ def test_a_worker_that_cannot_reach_kafka_retries_then_says_why_and_exits() -> N
     assert "not reachable after" in err
     assert "Traceback" not in err
     assert elapsed < 60
+
+
+def test_acls_prints_one_kafka_acls_command_per_grant_for_the_configured_names() -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RECIPROCITY_WORKER__APP_ID": "fraud-watch",
+        "RECIPROCITY_TOPICS__EVENTS": "in.a,in.b",
+        "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": "kafka-1:9093",
+    }
+    result = reciprocity("acls", "--principal", "User:fw", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 7  # two events topics, the prefix, alerts, dead letters, two groups
+    assert all(
+        line.startswith("kafka-acls.sh --bootstrap-server kafka-1:9093 --command-config ")
+        and "--add --allow-principal User:fw" in line
+        for line in lines
+    )
+    assert any("--resource-pattern-type prefixed --topic fraud-watch-" in line for line in lines)
+    assert any(line.endswith("--group fraud-watch-ingest") for line in lines)
+    assert not any("--cluster" in line or "--transactional-id" in line for line in lines)

@@ -33,6 +33,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -61,6 +62,21 @@ rootLogger.appenderRef.file.ref = FILE
 logger.raftserver.name = kafka.server.KafkaRaftServer
 logger.raftserver.level = INFO
 """
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A second listener, `SASL_SSL`, for trying the worker's security settings: TLS with the
+    given PEM files (the broker's key and certificate chain; the CA it trusts for client
+    certificates), SASL/SCRAM-SHA-512 with `users` created when the storage is formatted, and
+    the `StandardAuthorizer` with `allow.everyone.if.no.acl.found=false`. The plaintext
+    listener stays, bound to 127.0.0.1, as the administrator's door: its clients are
+    `User:ANONYMOUS`, a super user (readiness probe, topic setup, ACLs)."""
+
+    keystore_pem: Path
+    truststore_pem: Path
+    users: Mapping[str, str]  # name -> password
+    client_auth: str = "none"  # "required": clients must show a certificate too (mTLS)
 
 
 class KafkaStartError(RuntimeError):
@@ -261,6 +277,7 @@ class LocalKafka:
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         heap: str = "512m",
         extra_properties: Mapping[str, str] | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self._requested_port = port
         self._libs_dir = libs_dir
@@ -268,9 +285,11 @@ class LocalKafka:
         self.stop_timeout = stop_timeout
         self.heap = heap
         self.extra_properties = dict(extra_properties or {})
+        self.security = security
         self.host = "127.0.0.1"
         self.port = 0
         self.controller_port = 0
+        self.secure_port = 0
         self.workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -280,6 +299,13 @@ class LocalKafka:
         if self._process is None:
             raise RuntimeError("LocalKafka is not started")
         return f"{self.host}:{self.port}"
+
+    @property
+    def secure_bootstrap_servers(self) -> str:
+        """The SASL_SSL listener (with `security` only)."""
+        if self._process is None or self.security is None:
+            raise RuntimeError("LocalKafka is not started with a secure listener")
+        return f"{self.host}:{self.secure_port}"
 
     @property
     def log_file(self) -> Path:
@@ -315,6 +341,8 @@ class LocalKafka:
             for attempt in range(1, attempts + 1):
                 self.port = self._requested_port or free_port()
                 self.controller_port = free_port(frozenset({self.port}))
+                if self.security is not None:
+                    self.secure_port = free_port(frozenset({self.port, self.controller_port}))
                 _remove_orphaned_workdirs()
                 self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
                 (self.workdir / _OWNER_FILE).write_text(f"{os.getpid()}\n")
@@ -383,8 +411,36 @@ class LocalKafka:
             "num.partitions": "1",
             "auto.create.topics.enable": "true",
         }
+        if self.security is not None:
+            props.update(self._secure_properties(self.security))
         props.update(self.extra_properties)
         return props
+
+    def _secure_properties(self, security: BrokerSecurity) -> dict[str, str]:
+        secure = f"SASL_SSL://{self.host}:{self.secure_port}"
+        prefix = "listener.name.sasl_ssl."
+        return {
+            "listeners": (
+                f"PLAINTEXT://{self.host}:{self.port},{secure},"
+                f"CONTROLLER://{self.host}:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port},{secure}",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+            ),
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            f"{prefix}scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            f"{prefix}ssl.keystore.type": "PEM",
+            f"{prefix}ssl.keystore.location": str(security.keystore_pem),
+            f"{prefix}ssl.truststore.type": "PEM",
+            f"{prefix}ssl.truststore.location": str(security.truststore_pem),
+            f"{prefix}ssl.client.auth": security.client_auth,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": "User:ANONYMOUS",
+        }
 
     def _java_cmd(self, java: str, libs: Path, main: str, *args: str) -> list[str]:
         assert self.workdir is not None
@@ -416,6 +472,10 @@ class LocalKafka:
             f"--cluster-id={cluster_id}",
             "-c",
             str(config),
+            *(
+                f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
+                for name, password in (self.security.users.items() if self.security else ())
+            ),
         )
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:

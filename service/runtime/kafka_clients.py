@@ -13,10 +13,17 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    GroupAuthorizationFailedError,
+    IllegalSaslStateError,
     KafkaConnectionError,
+    KafkaError,
     KafkaTimeoutError,
     NodeNotReadyError,
     RequestTimedOutError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
 )
 from aiokafka.helpers import create_ssl_context
 
@@ -108,14 +115,78 @@ async def wait_for_brokers(
     `BrokersUnreachable` at the deadline, or at once for what retrying cannot fix (a refused
     password, an untrusted certificate)."""
     deadline = clock() + timeout_s
-    # aiokafka logs each failed connection itself; the line per attempt below says it once.
+    # aiokafka logs each failed connection itself, and raises a generic error once all failed:
+    # keep its lines for telling what no retry can fix, and say it once per attempt below.
+    errors = _ConnectErrors()
     quiet = logging.getLogger("aiokafka")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
+    level, propagate = quiet.level, quiet.propagate
+    quiet.setLevel(logging.ERROR)
+    quiet.propagate = False
+    quiet.addHandler(errors)
     try:
-        await _attempts(kafka, timeout_s, log, clock, deadline)
+        await _attempts(kafka, timeout_s, log, clock, deadline, errors)
     finally:
+        quiet.removeHandler(errors)
         quiet.setLevel(level)
+        quiet.propagate = propagate
+
+
+class _ConnectErrors(logging.Handler):
+    """The exceptions aiokafka logs while it bootstraps (it raises only a generic one)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.errors.extend(arg for arg in args if isinstance(arg, BaseException))
+
+    def take(self) -> list[BaseException]:
+        taken, self.errors = self.errors, []
+        return taken
+
+
+_REFUSED_LOGIN = (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+# The same "closed at the first request" this many attempts in a row: a listener that wants
+# what the client does not speak (TLS, SASL), not a broker that is down (that refuses).
+_CLOSED_ATTEMPTS = 3
+
+
+def refusal(kafka: KafkaSettings, errors: list[BaseException]) -> str | None:
+    """What no retry can fix, in the connection errors of one attempt, said for an operator."""
+    for error in errors:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return (
+                f"TLS: the broker's certificate is not trusted ({error.verify_message}); "
+                "RECIPROCITY_KAFKA__SSL_CAFILE must name the CA that signed it "
+                "(certificate verify failed)"
+            )
+        if isinstance(error, ssl.SSLError):
+            return (
+                f"TLS handshake failed ({getattr(error, 'reason', None) or error}): is this a "
+                "TLS listener, and "
+                f"RECIPROCITY_KAFKA__SECURITY_PROTOCOL={kafka.security_protocol} right?"
+            )
+        if isinstance(error, _REFUSED_LOGIN):
+            return (
+                f"SASL authentication failed for user {kafka.sasl_username!r} with "
+                f"{kafka.sasl_mechanism}: check RECIPROCITY_KAFKA__SASL_USERNAME and "
+                f"RECIPROCITY_KAFKA__SASL_PASSWORD ({type(error).__name__})"
+            )
+    return None
+
+
+def _closed_at_first_request(errors: list[BaseException]) -> bool:
+    return bool(errors) and all(
+        isinstance(error, KafkaConnectionError) and "closed" in str(error) for error in errors
+    )
 
 
 async def _attempts(
@@ -124,9 +195,11 @@ async def _attempts(
     log: Callable[[str], None],
     clock: Callable[[], float],
     deadline: float,
+    errors: _ConnectErrors,
 ) -> None:
     pause = 1.0
     attempt = 0
+    closed = 0
     while True:
         attempt += 1
         admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=10_000)
@@ -135,7 +208,21 @@ async def _attempts(
             await admin.list_topics()
             return
         except _RETRIABLE as exc:
-            cause = _describe(exc)
+            seen = errors.take()
+            refused = refusal(kafka, seen)
+            if refused is not None:
+                raise BrokersUnreachable(
+                    f"Kafka at {kafka.bootstrap_servers} refused the connection: {refused}"
+                ) from None
+            closed = closed + 1 if _closed_at_first_request(seen) else 0
+            if closed >= _CLOSED_ATTEMPTS:
+                raise BrokersUnreachable(
+                    f"Kafka at {kafka.bootstrap_servers} accepts connections but closes them at "
+                    "the first request, every time: the listener wants TLS or SASL that "
+                    f"RECIPROCITY_KAFKA__SECURITY_PROTOCOL={kafka.security_protocol} does not "
+                    "speak (or the port is not Kafka's)"
+                ) from None
+            cause = _describe(seen[-1]) if seen else _describe(exc)
             left = deadline - clock()
             if left <= 0:
                 raise BrokersUnreachable(
@@ -164,3 +251,40 @@ def _describe(exc: BaseException) -> str:
     if not text:
         return name
     return text if text.startswith(name) else f"{name}: {text}"
+
+
+class AccessRefused(RuntimeError):
+    """The cluster does not let this principal do what the worker needs."""
+
+
+# Kafka's TOPIC_AUTHORIZATION_FAILED.
+TOPIC_AUTHORIZATION_FAILED = 29
+
+
+async def check_access(kafka: KafkaSettings, topics: list[str], groups: list[str]) -> None:
+    """Before Faust starts: can this principal describe the topics it needs and its consumer
+    groups? A missing ACL would otherwise surface late (a consumer group refused at join
+    leaves Faust waiting without a word). Raises `AccessRefused` naming every refusal."""
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=10_000)
+    refused: list[str] = []
+    try:
+        await admin.start()
+        for described in await admin.describe_topics(topics):
+            if described["error_code"] == TOPIC_AUTHORIZATION_FAILED:
+                refused.append(f"topic {described['topic']!r} (Describe)")
+        for group in groups:
+            try:
+                await admin.find_coordinator(group)
+            except GroupAuthorizationFailedError:
+                refused.append(f"consumer group {group!r} (Describe, Read)")
+            except KafkaError:
+                pass  # authorized (that is checked first); the coordinator may not be up yet
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    if refused:
+        who = f"user {kafka.sasl_username!r}" if kafka.sasl_username else "this client"
+        raise AccessRefused(
+            f"not authorized: {who} may not use {', '.join(refused)}; `reciprocity acls` "
+            "prints the ACLs the worker needs"
+        )

@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from mode.utils.times import want_seconds
 
-from service.runtime.kafka_clients import client_options
+from service.runtime.kafka_clients import TOPIC_AUTHORIZATION_FAILED, AccessRefused, client_options
 from service.settings import KafkaSettings
 
 
@@ -78,6 +78,11 @@ async def ensure_topics(
                 ]
             )
             for name, code, *_ in response.topic_errors:
+                if code == TOPIC_AUTHORIZATION_FAILED:
+                    raise AccessRefused(
+                        f"not authorized to create topic {name!r}, which does not exist yet: "
+                        "`reciprocity acls` prints the ACLs the worker needs"
+                    )
                 if code not in (0, TopicAlreadyExistsError.errno):
                     raise RuntimeError(f"cannot create topic {name!r}: Kafka error code {code}")
         served = await _wait_served(admin, [spec.name for spec in specs], timeout)

@@ -1,0 +1,65 @@
+"""A broker that requires TLS, SASL/SCRAM-SHA-512 and ACLs: certificates made with `openssl`,
+users created at format time, ACLs added with Kafka's own `AclCommand` (what `kafka-acls.sh`
+runs) through the administrator's plaintext door."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.devtools.local_kafka import LocalKafka, ensure_kafka_jars
+
+ACL_COMMAND_MAIN = "org.apache.kafka.tools.AclCommand"
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path  # the CA that signed the broker's certificate (clients trust it)
+    broker: Path  # the broker's key and certificate chain, PEM
+    other_ca: Path  # a CA that signed nothing of this broker's
+
+
+def _openssl(*arguments: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *arguments], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_certificates(directory: Path) -> Certificates:
+    for name in ("ca", "other-ca"):
+        _openssl(
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", f"{name}.key", "-out", f"{name}.pem",
+            "-subj", f"/CN=reciprocity test {name}",
+            cwd=directory,
+        )  # fmt: skip
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
+        "-subj", "/CN=127.0.0.1",
+        cwd=directory,
+    )  # fmt: skip
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _openssl(
+        "x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", "broker.crt", "-extfile", "san.cnf",
+        cwd=directory,
+    )  # fmt: skip
+    broker = directory / "broker.pem"
+    key, chain = (directory / "broker.key").read_text(), (directory / "broker.crt").read_text()
+    broker.write_text(key + chain)
+    return Certificates(directory / "ca.pem", broker, directory / "other-ca.pem")
+
+
+def add_acls(kafka: LocalKafka, arguments: list[list[str]]) -> None:
+    """Run `kafka-acls.sh` once per argument list, as the administrator."""
+    libs = ensure_kafka_jars()
+    java = os.environ.get("JAVA", "java")
+    for one in arguments:
+        done = subprocess.run(
+            [java, "-Xmx256m", "-cp", f"{libs}/*", ACL_COMMAND_MAIN,
+             "--bootstrap-server", kafka.bootstrap_servers, *one],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka-acls {shlex.join(one)} failed:\n{done.stdout}{done.stderr}")

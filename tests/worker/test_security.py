@@ -1,0 +1,200 @@
+"""The worker against a broker that requires TLS, SASL/SCRAM-SHA-512 and ACLs
+(`allow.everyone.if.no.acl.found=false`): with exactly the ACLs `reciprocity acls` prints it
+alerts the seeded spam; a wrong password, an untrusted CA, a plaintext client on the TLS port
+and a missing ACL each end it within seconds with a line that names the cause; the password
+appears nowhere it writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+from service.devtools.generate import generate_traffic
+from service.devtools.local_kafka import BrokerSecurity, LocalKafka, free_port
+from service.kafka_acls import kafka_acls_arguments, worker_acls
+from service.settings import Settings, TopicSettings, WorkerSettings
+from tests.worker.harness import Worker, create_topics, produce, read_all
+from tests.worker.secure_cluster import Certificates, add_acls, make_certificates
+
+pytestmark = pytest.mark.kafka
+
+USER = "reciprocity"
+PASSWORD = "s3cret-Pa55word-do-not-log"  # a test broker's
+# A refused start must end within this (the connect timeout is for brokers that are down).
+FAIL_FAST_SECONDS = 20.0
+
+
+@dataclass
+class SecureCluster:
+    kafka: LocalKafka
+    certificates: Certificates
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    certificates = make_certificates(tmp_path_factory.mktemp("certificates"))
+    security = BrokerSecurity(certificates.broker, certificates.ca, {USER: PASSWORD})
+    with LocalKafka(security=security) as kafka:
+        yield SecureCluster(kafka, certificates)
+
+
+def topics_for(suffix: str) -> dict[str, str]:
+    return {
+        "events": f"events-{suffix}",
+        "alerts": f"alerts-{suffix}",
+        "dead_letters": f"dlq-{suffix}",
+    }
+
+
+def settings_for(app_id: str, topics: dict[str, str]) -> Settings:
+    return Settings(
+        worker=WorkerSettings(app_id=app_id),
+        topics=TopicSettings(
+            events=(topics["events"],), alerts=topics["alerts"], dead_letters=topics["dead_letters"]
+        ),
+    )
+
+
+def grant(secure: SecureCluster, app_id: str, topics: dict[str, str], leave_out: int = -1) -> None:
+    acls = worker_acls(settings_for(app_id, topics))
+    add_acls(
+        secure.kafka,
+        [
+            kafka_acls_arguments(acl, f"User:{USER}")
+            for index, acl in enumerate(acls)
+            if index != leave_out
+        ],
+    )
+
+
+def security_env(
+    secure: SecureCluster,
+    *,
+    password: str = PASSWORD,
+    cafile: Path | None = None,
+    protocol: str = "SASL_SSL",
+) -> dict[str, str]:
+    env = {
+        "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": secure.kafka.secure_bootstrap_servers,
+        "RECIPROCITY_KAFKA__SECURITY_PROTOCOL": protocol,
+        "RECIPROCITY_KAFKA__CONNECT_TIMEOUT_SECONDS": "60",
+    }
+    if protocol != "PLAINTEXT":
+        env.update(
+            {
+                "RECIPROCITY_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+                "RECIPROCITY_KAFKA__SASL_USERNAME": USER,
+                "RECIPROCITY_KAFKA__SASL_PASSWORD": password,
+                "RECIPROCITY_KAFKA__SSL_CAFILE": str(cafile or secure.certificates.ca),
+            }
+        )
+    return env
+
+
+def test_with_exactly_the_documented_acls_the_seeded_spam_is_alerted(
+    secure: SecureCluster, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    app_id, topics = f"secure-{suffix}", topics_for(suffix)
+    admin = secure.kafka.bootstrap_servers  # the administrator's plaintext door
+    create_topics(admin, topics.values(), partitions=2)
+    grant(secure, app_id, topics)
+    traffic = generate_traffic(3, users=500, organic_events=1_500)
+    worker = Worker(admin, app_id, topics, 2, tmp_path, "secure")
+    worker.env.update(security_env(secure))
+    worker.start()
+    try:
+        produce(admin, topics["events"], [orjson.dumps(event) for event in traffic.events])
+        expected = {(alert.rule, alert.subject_id) for alert in traffic.expected if alert.alert}
+        deadline = time.monotonic() + 120
+        seen: set[tuple[str, str]] = set()
+        while time.monotonic() < deadline and not expected <= seen:
+            seen = {(a["rule"], a["subject_id"]) for a in read_all(admin, topics["alerts"])}
+            time.sleep(1)
+        assert expected <= seen, expected - seen
+        status, metrics = worker.get("/metrics")
+        assert status == 200
+    finally:
+        worker.stop()
+    log = worker.log.read_bytes()
+    assert PASSWORD.encode() not in log
+    assert PASSWORD.encode() not in metrics
+
+
+def run_refused(env: dict[str, str], tmp_path: Path) -> tuple[int, float, str]:
+    """`reciprocity worker` that must not start: exit code, seconds, output."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "worker"],
+        env={
+            **os.environ,
+            "RECIPROCITY_WORKER__DATA_DIR": str(tmp_path / "data"),
+            "RECIPROCITY_WORKER__WEB_PORT": str(free_port()),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, time.monotonic() - started, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("wrong password", "authentication"),
+        ("untrusted CA", "certificate verify failed"),
+        ("plaintext client on the TLS port", "TLS"),
+    ],
+)
+def test_a_refused_connection_ends_the_worker_at_once_naming_the_cause(
+    secure: SecureCluster, tmp_path: Path, case: str, says: str
+) -> None:
+    if case == "wrong password":
+        env = security_env(secure, password="not-the-password")
+    elif case == "untrusted CA":
+        env = security_env(secure, cafile=secure.certificates.other_ca)
+    else:
+        env = security_env(secure, protocol="PLAINTEXT")
+    code, seconds, output = run_refused(env, tmp_path)
+    assert code != 0, output
+    assert seconds < FAIL_FAST_SECONDS, output
+    assert says.lower() in output.lower(), output
+    assert "Traceback" not in output, output
+    assert PASSWORD not in output
+
+
+@pytest.mark.parametrize("leave_out", range(6), ids=lambda index: f"acl{index}")
+def test_a_missing_acl_ends_the_worker_at_once_naming_what_is_refused(
+    secure: SecureCluster, tmp_path: Path, leave_out: int
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    app_id, topics = f"secure-{suffix}", topics_for(suffix)
+    create_topics(secure.kafka.bootstrap_servers, topics.values(), partitions=2)
+    acl = worker_acls(settings_for(app_id, topics))[leave_out]
+    grant(secure, app_id, topics, leave_out=leave_out)
+    env = {
+        **security_env(secure),
+        "RECIPROCITY_WORKER__APP_ID": app_id,
+        "RECIPROCITY_TOPICS__EVENTS": topics["events"],
+        "RECIPROCITY_TOPICS__ALERTS": topics["alerts"],
+        "RECIPROCITY_TOPICS__DEAD_LETTERS": topics["dead_letters"],
+        "RECIPROCITY_TOPICS__PARTITIONS": "2",
+    }
+    code, seconds, output = run_refused(env, tmp_path)
+    assert code != 0, output
+    assert seconds < FAIL_FAST_SECONDS, output
+    assert "not authorized" in output, output
+    # It names what is refused: the topic or group (for the prefix, a topic under it).
+    assert acl.name in output, output
+    assert PASSWORD not in output
