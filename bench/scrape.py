@@ -60,6 +60,7 @@ class Options:
     users: int = 20_000
     scrapers: int = 200
     scrapes_per_second: float | None = None  # None: the worker's default
+    idle_seconds: float = 10.0
     timeout_seconds: float = 600.0
 
 
@@ -211,7 +212,9 @@ def drain(
             )  # fmt: skip
         finally:
             scraped = clients.stop() if clients is not None else None
-        idle = idle_scrape_cost(ours.port, pid, scrapers) if scrapers else None
+        idle = (
+            idle_scrape_cost(ours.port, pid, scrapers, options.idle_seconds) if scrapers else None
+        )
     (start, cpu_start), (end, cpu_end) = (
         at_count(points, total * FROM_SHARE),
         at_count(points, total * TO_SHARE),
@@ -234,25 +237,22 @@ def drain(
     return row
 
 
-IDLE_SECONDS = 10.0
-
-
-def idle_scrape_cost(port: int, pid: int, scrapers: int) -> dict[str, Any]:
+def idle_scrape_cost(port: int, pid: int, scrapers: int, seconds: float) -> dict[str, Any]:
     time.sleep(2.0)  # the last stage messages settle
     before = cpu_seconds(pid)
-    time.sleep(IDLE_SECONDS)
+    time.sleep(seconds)
     alone = cpu_seconds(pid) - before
     clients = Scrapers(port, scrapers)
     time.sleep(1.0)  # connections open
     before = cpu_seconds(pid)
     started = time.perf_counter()
-    time.sleep(IDLE_SECONDS)
+    time.sleep(seconds)
     scraped = cpu_seconds(pid) - before
     ended = time.perf_counter()
     result = clients.stop()
     answered = sum(1 for stamp in result["stamps"] if started <= stamp <= ended)
     return {
-        "seconds": IDLE_SECONDS,
+        "seconds": seconds,
         "cpu_seconds_alone": round(alone, 3),
         "cpu_seconds_scraped": round(scraped, 3),
         "scrapes_answered": answered,

@@ -227,6 +227,13 @@ class KafkaSettings(Section):
         description="How long the worker retries brokers it cannot reach at start (a broker "
         "restarting beside it) before it gives up and exits.",
     )
+    delivery_timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long a produced message may wait for a partition leader and its "
+        "acknowledgement, retried meanwhile, before the worker gives up and exits: it rides out "
+        "a broker restart or outage shorter than this (aiokafka's 40 s default did not).",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

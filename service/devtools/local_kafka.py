@@ -292,6 +292,7 @@ class LocalKafka:
         self.secure_port = 0
         self.workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._halted = False
         self._lock = threading.Lock()
 
     @property
@@ -364,6 +365,30 @@ class LocalKafka:
                     self._stop_locked()
                     raise
             raise AssertionError("unreachable")
+
+    def halt(self) -> None:
+        """Stop the broker process (SIGTERM, then SIGKILL), keeping its data and ports for
+        `resume()`: a broker outage."""
+        with self._lock:
+            process, self._process = self._process, None
+            if process is not None and process.poll() is None:
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    _signal_group(process, signal.SIGKILL)
+                    process.wait(timeout=10)
+            self._halted = process is not None
+
+    def resume(self) -> None:
+        """Start the halted broker again, on the same ports and data."""
+        with self._lock:
+            if not self._halted:
+                raise RuntimeError("LocalKafka is not halted")
+            libs = self._libs_dir if self._libs_dir is not None else ensure_kafka_jars()
+            self._launch(_java(), libs)
+            self._wait_ready()
+            self._halted = False
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and remove its temp dir. Idempotent."""

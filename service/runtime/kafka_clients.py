@@ -71,6 +71,9 @@ class OutputProducer:
             "linger_ms": linger_ms,
             "max_batch_size": max_batch_bytes,
             "max_request_size": 1_000_000,
+            # A batch waiting for a leader expires after this: a broker outage is retried
+            # through, up to this long.
+            "request_timeout_ms": int(kafka.delivery_timeout_seconds * 1000),
         }
         self._producer: Any = None
 
