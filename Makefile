@@ -40,9 +40,10 @@ test-crash: $(STAMP) system-packages ## only the SIGKILL recovery test (also par
 schemas: $(STAMP) ## regenerate schemas/ from the models
 	$(VENV)/bin/reciprocity schemas --out schemas
 
-bench: $(STAMP) ## benchmarks (not part of the tests): replay speed, worker vs Faust baselines on Kafka, detection quality
+bench: $(STAMP) ## benchmarks (not part of the tests): replay speed, worker vs Faust baselines on Kafka, scrapers, detection quality (the fault campaign is python -m bench.chaos)
 	$(PY) -m bench
 	$(PY) -m bench.speed
+	$(PY) -m bench.scrape
 	$(PY) -m bench.quality
 
 demo: $(STAMP) system-packages ## local Kafka + worker + generated traffic, alerts as they happen
