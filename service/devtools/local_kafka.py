@@ -370,14 +370,7 @@ class LocalKafka:
         """Stop the broker process (SIGTERM, then SIGKILL), keeping its data and ports for
         `resume()`: a broker outage."""
         with self._lock:
-            process, self._process = self._process, None
-            if process is not None and process.poll() is None:
-                _signal_group(process, signal.SIGTERM)
-                try:
-                    process.wait(timeout=self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    _signal_group(process, signal.SIGKILL)
-                    process.wait(timeout=10)
+            process = self._end_process()
             self._halted = process is not None
 
     def resume(self) -> None:
@@ -397,6 +390,16 @@ class LocalKafka:
 
     def _stop_locked(self) -> None:
         atexit.unregister(self.stop)
+        process = self._end_process()
+        if process is not None:
+            _signal_group(process, signal.SIGKILL)  # stray children of the group, if any
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def _end_process(self) -> subprocess.Popen[bytes] | None:
+        """SIGTERM the broker's process group, SIGKILL if it outlasts `stop_timeout`; returns
+        the process it ended, if any."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             _signal_group(process, signal.SIGTERM)
@@ -405,11 +408,7 @@ class LocalKafka:
             except subprocess.TimeoutExpired:
                 _signal_group(process, signal.SIGKILL)
                 process.wait(timeout=10)
-        if process is not None:
-            _signal_group(process, signal.SIGKILL)  # stray children of the group, if any
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
+        return process
 
     def _properties(self) -> dict[str, str]:
         assert self.workdir is not None
