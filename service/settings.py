@@ -325,6 +325,13 @@ class WorkerSettings(Section):
     producer_linger_seconds: float = Field(
         0.0, ge=0, description="Extra wait to fill producer batches (adds to every hop)."
     )
+    tail_gap_check_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often to look for stage partitions that Faust committed past what the "
+        "stage applied (it acks messages it skips around a rebalance); such a stage is sent an "
+        "empty message to wake it up, or a skipped range at the tail would wait for new input.",
+    )
     stage2_max_wait_seconds: float = Field(
         10.0,
         gt=0,

@@ -66,8 +66,9 @@ class Outputs:
 class StageLogic(Protocol):
     name: str
 
-    async def ready(self, message: StageInput) -> None:
-        """Wait, if this stage must, before applying the message."""
+    async def ready(self, message: StageInput) -> bool:
+        """Wait, if this stage must, before applying the message. False: leave it unapplied
+        (the wait was interrupted by a rebalance or a stop)."""
 
     def apply(self, message: StageInput) -> Outputs:
         """Run the core over the items. Synchronous: the stages share the tables' pending
@@ -129,7 +130,9 @@ class Checkpoint:
         self.queue = queue
         self.metrics = metrics
 
-    async def run(self, record: Record, stage: StageLogic) -> Awaitable[Outputs | None]:
+    async def run(self, record: Record, stage: StageLogic) -> Awaitable[Outputs | None] | None:
+        """None: the stage left the message unapplied (`StageLogic.ready`); nothing of it is
+        stored and its offset must not be committed."""
         assert record.value is not None  # stage messages are never tombstones
         partition = record.partition
         marker = self.markers.read(partition)
@@ -156,7 +159,8 @@ class Checkpoint:
             parts[0][1] if len(parts) == 1 else [item for _, items in parts for item in items],
             self.markers.stored(partition).applied_upto,
         )
-        await stage.ready(message)
+        if not await stage.ready(message):
+            return None
         # 2. Apply (and hand the outputs over, in order).
         outputs = stage.apply(message)
         commit = self.tables.commit(partition)

@@ -59,6 +59,8 @@ class IngestConsumer(Protocol):
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None: ...
 
+    async def committed(self, partition: TopicPartition) -> int | None: ...
+
     def assignment(self) -> set[TopicPartition]: ...
 
     def assign(self, partitions: list[TopicPartition]) -> None: ...
@@ -225,6 +227,21 @@ class IngestLoop:
                     tp: offset for tp, offset in self._committed.items() if tp in wanted
                 }
                 self.rebalances += 1
+            await self._learn_committed(wanted)
+
+    async def _learn_committed(self, partitions: list[TopicPartition]) -> None:
+        """Where the group stands on partitions taken without a commit of ours: everything
+        below was handed over already, by this worker or another (`caught_up` reads it)."""
+        for tp in partitions:
+            if tp in self._committed:
+                continue
+            try:
+                offset = await self._consumer.committed(tp)
+            except Exception as exc:  # unknown: caught up only once handed over here
+                log.warning("ingest: committed offset of %s unknown (%r)", tp, exc)
+                continue
+            if offset is not None and tp not in self._committed:
+                self._committed[tp] = offset
 
     def stop(self) -> None:
         self._stopping = True
@@ -252,7 +269,9 @@ class IngestLoop:
         and ingest reads the events partitions of the stage-1 partitions this worker holds.)
         No while it has not been told which partitions to read, or has not yet taken one of
         them or fetched from it: a worker that has just started or been given a partition
-        has not read its backlog. Yes when no events partition has this number."""
+        has not read its backlog. Handed over means acknowledged here, or committed by the
+        group (by whoever held the partition before). Yes when no events partition has this
+        number."""
         wanted = self._wanted
         if wanted is None:
             return False
@@ -264,7 +283,8 @@ class IngestLoop:
             if tp not in assigned:
                 return False
             end = consumer.highwater(tp)
-            if end is None or self.delivered_upto(tp) + 1 < end:
+            handed_over = max(self.delivered_upto(tp) + 1, self._committed.get(tp, 0))
+            if end is None or handed_over < end:
                 return False
         return True
 

@@ -99,6 +99,12 @@ class Metrics:
             "time.",
             registry=registry,
         )
+        self.stage2_waits_stopped = Counter(
+            "reciprocity_stage2_waits_stopped",
+            "Stage-2 messages whose wait for stage 1 a rebalance or a stop interrupted: left "
+            "unapplied, to be read again by the partition's next owner.",
+            registry=registry,
+        )
         self.tracked = Gauge(
             "reciprocity_tracked_accounts",
             "Accounts with state on this worker, by table.",

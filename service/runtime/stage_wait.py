@@ -6,7 +6,9 @@ partition can lag its stage 2 (a restarted worker replays its stage-1 backlog wh
 partitions' forwards keep arriving), and then a friend's request looks like a stranger's.
 So stage 2 waits until stage 1 of its partition has applied events up to the message's event
 time, or has applied all there is so far (nothing newer can come from it yet), or a bound has
-passed.
+passed. A wait that a rebalance or a stop interrupts ends with the message left unapplied
+(`Wait.STOPPED`): stage 1 is paused then, and applying it would judge on what stage 1 had
+reached by chance; whoever holds the partition next reads the message again.
 
 "All there is so far" is read from offsets, not inferred from quiet: a stage 1 that has not
 fetched yet after a restart or a rebalance is quiet too.
@@ -16,7 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import Callable
+
+
+class Wait(enum.Enum):
+    NOT_NEEDED = "not_needed"
+    WAITED = "waited"
+    STOPPED = "stopped"  # interrupted: leave the message unapplied
 
 
 class Stage1Input:
@@ -25,16 +34,20 @@ class Stage1Input:
     Yes when it has handled every stage-1 message up to the partition's end offset, every
     message this worker's ingest sent it is acknowledged and handled, and ingest has handled
     the events partition of the same number up to its end (producers key events by actor, so
-    events partition p feeds stage-1 partition p). Unknown ends are no.
+    events partition p feeds stage-1 partition p). Unknown ends are no. What stage 1 stored
+    before this process (or this assignment) started counts as handled: its progress marker
+    (`applied_upto`), or a restarted worker whose stage 1 has nothing new would never be.
     """
 
     def __init__(
         self,
         stage1_end: Callable[[int], int | None],
         ingest_caught_up: Callable[[int], bool],
+        applied_upto: Callable[[int], int],
     ) -> None:
         self._stage1_end = stage1_end
         self._ingest_caught_up = ingest_caught_up
+        self._applied_upto = applied_upto
         self._sent: dict[int, int] = {}  # partition -> last offset ingest got acknowledged
         self._handled: dict[int, int] = {}  # partition -> last offset stage 1 handled
         self.on_handled: Callable[[], None] = lambda: None  # ingest's backpressure listens
@@ -48,10 +61,10 @@ class Stage1Input:
         self.on_handled()
 
     def handled_upto(self, partition: int) -> int:
-        return self._handled.get(partition, -1)
+        return max(self._handled.get(partition, -1), self._applied_upto(partition))
 
     def caught_up(self, partition: int) -> bool:
-        handled = self._handled.get(partition, -1)
+        handled = self.handled_upto(partition)
         if handled < self._sent.get(partition, -1):
             return False
         end = self._stage1_end(partition)
@@ -92,14 +105,15 @@ class ActorStageClock:
             return True
         return self._clock() - waiting_since >= self.max_s or self._caught_up(partition)
 
-    async def wait(self, partition: int, event_ms: int, stop: Callable[[], bool]) -> bool:
-        """Returns whether it had to wait."""
+    async def wait(self, partition: int, event_ms: int, stop: Callable[[], bool]) -> Wait:
         if event_ms < 0 or self._event_ms.get(partition, -1) >= event_ms:
-            return False
+            return Wait.NOT_NEEDED
         since = self._clock()
-        waited = False
-        while not self.ready(partition, event_ms, since) and not stop():
-            waited = True
+        waited = Wait.NOT_NEEDED
+        while not self.ready(partition, event_ms, since):
+            if stop():
+                return Wait.STOPPED
+            waited = Wait.WAITED
             self._advanced.clear()
             # Caught-up changes without an advance (the input's end offset is learnt from
             # fetches), so poll as well.

@@ -38,7 +38,7 @@ from service.runtime.framing import (
 )
 from service.runtime.metrics import Metrics
 from service.runtime.sinks import Delivery, Sink
-from service.runtime.stage_wait import ActorStageClock, Stage1Input
+from service.runtime.stage_wait import ActorStageClock, Stage1Input, Wait
 
 # The reason kept in a processing_error dead letter: enough to find the bug, not a traceback.
 _REASON_CHARS = 300
@@ -134,8 +134,8 @@ class _ContainedStage:
         """The input offset this stage needs next on `partition`."""
         return self.checkpoint.markers.next_offset(partition)
 
-    async def ready(self, message: StageInput) -> None:
-        return None
+    async def ready(self, message: StageInput) -> bool:
+        return True
 
     def apply(self, message: StageInput) -> Outputs:
         raise NotImplementedError
@@ -171,11 +171,15 @@ class _ContainedStage:
             )
         )
 
-    async def handle(self, record: Record) -> Awaitable[Outputs | None]:
+    async def handle(self, record: Record) -> Awaitable[Outputs | None] | None:
         """Apply the message; the result resolves once its effects are stored (see
-        `Checkpoint`), and only then may its input offset be committed."""
+        `Checkpoint`), and only then may its input offset be committed. None: the message
+        is left unapplied (a rebalance or a stop interrupted the stage), and its offset must
+        not be committed."""
         started = time.perf_counter()
         completed = await self.checkpoint.run(record, self)
+        if completed is None:
+            return None
         self.handled(record)
         self.metrics.stage_seconds.labels(self.name).observe(time.perf_counter() - started)
         return completed
@@ -286,15 +290,19 @@ class TargetStage(_ContainedStage):
         self._clock = clock
         self._stop_waiting = stop_waiting
 
-    async def ready(self, message: StageInput) -> None:
+    async def ready(self, message: StageInput) -> bool:
         # Only follows (follow-backs) and requests (the stranger check) read relations that
         # stage 1 writes; items are [event_id, hash, type, actor, target, at, asks, quality].
         newest = max(
             (item[5] for item in message.items if item[6] or item[2] == EventType.FOLLOW.value),
             default=-1,
         )
-        if await self._clock.wait(message.partition, newest, self._stop_waiting):
+        waited = await self._clock.wait(message.partition, newest, self._stop_waiting)
+        if waited is Wait.WAITED:
             self.metrics.stage2_waits.inc()
+        elif waited is Wait.STOPPED:
+            self.metrics.stage2_waits_stopped.inc()
+        return waited is not Wait.STOPPED
 
     def apply(self, message: StageInput) -> Outputs:
         pipeline, partitions = self.pipeline, self.partitions

@@ -105,10 +105,6 @@ def build_topology(
     pipeline = Pipeline(settings.detection, tables, clocks.wall_ms)
     partitions = settings.topics.partitions
     keep = settings.input.dead_letter_keep_bytes
-    stage1_input = Stage1Input(stage1_end, ingest_caught_up)
-    clock = ActorStageClock(
-        settings.worker.stage2_max_wait_seconds, clocks.monotonic_s, stage1_input.caught_up
-    )
 
     def checkpoint(table: OverlayTable[object], topic: str, next_stage: Sink | None) -> Checkpoint:
         forwards = None
@@ -123,6 +119,15 @@ def build_topology(
             metrics,
         )
 
+    actor_checkpoint = checkpoint(actors, topics.stage1, sinks.stage2)
+    stage1_input = Stage1Input(
+        stage1_end,
+        ingest_caught_up,
+        lambda partition: actor_checkpoint.markers.read(partition).applied_upto,
+    )
+    clock = ActorStageClock(
+        settings.worker.stage2_max_wait_seconds, clocks.monotonic_s, stage1_input.caught_up
+    )
     common: dict[str, Any] = {
         "partitions": partitions,
         "metrics": metrics,
@@ -143,7 +148,7 @@ def build_topology(
         ),
         stage1=ActorStage(
             pipeline,
-            checkpoint(actors, topics.stage1, sinks.stage2),
+            actor_checkpoint,
             clock=clock,
             stage1_input=stage1_input,
             wall_clock_s=clocks.wall_s,

@@ -15,6 +15,7 @@ Faust assigns that number of every topic to one worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import time
@@ -27,6 +28,7 @@ import faust
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from service.runtime.framing import encode_message
 from service.runtime.kafka_clients import OutputProducer, client_options, ssl_context
 from service.runtime.metrics import Metrics, MetricsPage, ScrapeTurns
 from service.runtime.sinks import Delivery, KafkaChangelog, KafkaSink
@@ -48,6 +50,8 @@ from service.worker.workarounds import (
     MissedMessages,
     Ownership,
     QuietMonitor,
+    ReleasedMessages,
+    TailGaps,
     committed_offsets,
     with_skipped,
 )
@@ -230,7 +234,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         return app.ingest.caught_up(partition)
 
     def pausing() -> bool:
-        return bool(app.rebalancing) or not app.flow_control.is_active()
+        # Faust suspends the flow when partitions are revoked and on stop, and resumes it once
+        # the new assignment is recovered and its offsets sought. Not `app.rebalancing`: it
+        # stays true for a while after the flow resumes, and messages of the new assignment
+        # would be given up with nothing after them to bring them back.
+        return not app.flow_control.is_active()
 
     changelogs: dict[str, Changelog] = {
         name: KafkaChangelog(producer, table.changelog_topic.get_topic_name())
@@ -340,24 +348,38 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async def agent(stream: Any) -> None:
             manual = stream.noack()
             in_flight: deque[asyncio.Future[Any]] = deque()
+            released = ReleasedMessages(app.consumer)
             async for stage_event in manual.events():
                 source = stage_event.message
                 completed: Awaitable[Any] | None = None
-                async for message in read_back(
-                    stage.name,
-                    source,
-                    stage.next_offset(source.partition),
-                    ownership.while_assigned(),
-                ):
-                    completed = await stage.handle(message)
+                async with contextlib.aclosing(
+                    read_back(
+                        stage.name,
+                        source,
+                        stage.next_offset(source.partition),
+                        ownership.while_assigned(),
+                    )
+                ) as messages:
+                    async for message in messages:
+                        completed = await stage.handle(message)
+                        if completed is None:
+                            break  # left unapplied: so must everything after it be
                 if completed is None:
-                    # Ownership was lost during a read-back: whoever holds the partition now
-                    # starts from its stored marker, which this message is past. Acked as
-                    # Faust would have, or Faust's commits for the partition stop here.
-                    stage_event.ack()
+                    # Ownership was lost during a read-back, or a rebalance or a stop
+                    # interrupted stage 2's wait: not applied, so not acked yet.
+                    app.log.info(
+                        "%s: %s[%d]@%d left unapplied (a rebalance or a stop); read again",
+                        stage.name,
+                        source.topic,
+                        source.partition,
+                        source.offset,
+                    )
+                    released.add(stage_event)
                     continue
                 done = asyncio.ensure_future(completed)
-                done.add_done_callback(functools.partial(ack, event=stage_event))
+                # Once this one is stored, so is everything before it on its partition.
+                earlier = released.before(source.partition, source.offset)
+                done.add_done_callback(functools.partial(ack, events=[*earlier, stage_event]))
                 in_flight.append(done)
                 while in_flight and in_flight[0].done():
                     in_flight.popleft()
@@ -367,9 +389,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         return agent
 
-    def ack(completed: asyncio.Future[Any], event: Any) -> None:
+    def ack(completed: asyncio.Future[Any], events: list[Any]) -> None:
         if not completed.cancelled() and completed.exception() is None:
-            event.ack()
+            for event in events:
+                event.ack()
 
     for topic, stage, agent_name in zip(
         stage_topics,
@@ -378,6 +401,30 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         strict=True,
     ):
         app.agent(topic, name=agent_name)(stage_agent(stage))
+
+    tail_gaps = TailGaps()
+    stage_by_topic = dict(zip(stage_names, topology.checkpointed, strict=True))
+    wake_up_sinks = {name: sink(name) for name in stage_names}
+
+    def stage_needs(tp: Any) -> int | None:
+        stage = stage_by_topic.get(tp.topic)
+        if stage is None or tp not in app.consumer.assignment():
+            return None
+        return int(stage.next_offset(tp.partition))
+
+    @app.timer(worker.tail_gap_check_seconds)  # type: ignore[untyped-decorator]
+    async def wake_stages_at_tail_gaps() -> None:
+        if app.rebalancing or not app.flow_control.is_active():
+            return
+        for tp in tail_gaps.to_wake(committed_offsets(app.consumer), stage_needs):
+            app.log.warning(
+                "%s[%d]: committed past offset %d, which the stage has not applied; waking it "
+                "up to read the range back",
+                tp.topic,
+                tp.partition,
+                stage_needs(tp),
+            )
+            await (await wake_up_sinks[tp.topic].send(encode_message([]), None, tp.partition))
 
     @app.task  # type: ignore[untyped-decorator]
     async def declare_output_topics() -> None:

@@ -10,6 +10,9 @@ its faust-streaming issue or the Faust behaviour it works around.
    it has already fetched: each message of the old batch moves its read offset past the seek
    again and the re-fetched messages are dropped as old, so a seek could take many retries or
    never land.
+   A skipped range at a partition's tail has nothing after it to reveal it: `TailGaps` finds
+   partitions whose committed offset is past the stage's marker, and the stage is sent an
+   empty message there, which wakes it up to read the range back (and is itself skipped).
 2. Generation checks: a read-back stops as soon as a rebalance starts or the consumer's
    generation changes; whoever owns the partition next finds the same gap from the stored
    marker (`Ownership`).
@@ -29,6 +32,14 @@ its faust-streaming issue or the Faust behaviour it works around.
    fails without one. The runtime stores a commit's values once its changelog records are
    acknowledged, in a task of its own, and knows the partition: `PartitionedWrites` writes the
    partition's database directly.
+7. No way to hand a message back (cf. faust-streaming #527: manual acks around a rebalance).
+   A stage that leaves a message unapplied (stage 2's wait interrupted by a rebalance) must
+   not ack it yet (Faust would commit past it), nor leave it pending (the rebalance waits, in
+   `wait_empty`, until every message handed out is acked). `ReleasedMessages` takes it out of
+   the pending set and acks it once a later message of its partition is stored: after the
+   rebalance Faust may deliver it again, or only later ones, and then the stage reads it back
+   (item 1) before applying them. Left unacked for good, it would hold Faust's commits for the
+   partition at its offset.
 """
 
 from __future__ import annotations
@@ -92,6 +103,30 @@ class MissedMessages:
             await consumer.stop()
 
 
+class ReleasedMessages:
+    """Item 7: a stage's messages left unapplied, out of Faust's pending set (its rebalance
+    waits for that set to empty) and not acked, until a later message of their partition is
+    stored: the stage applies in offset order, reading back what it has not applied, so that
+    one's ack covers theirs too. If Faust delivers one again instead, its new copy is acked."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+        self._events: dict[int, list[Any]] = {}
+
+    def add(self, event: Any) -> None:
+        self._consumer.unacked.discard(event.message)
+        self._events.setdefault(event.message.partition, []).append(event)
+
+    def before(self, partition: int, offset: int) -> list[Any]:
+        """Those of `partition` below `offset`, given up here: the caller acks them with it."""
+        events = self._events.get(partition)
+        if not events:
+            return []
+        earlier = [event for event in events if event.message.offset < offset]
+        self._events[partition] = [event for event in events if event.message.offset >= offset]
+        return earlier
+
+
 class Ownership:
     """Does this worker still hold what it held when a read-back started?"""
 
@@ -99,12 +134,14 @@ class Ownership:
         self._app = app
 
     def while_assigned(self) -> Callable[[], bool]:
-        """True until a rebalance starts or the consumer generation changes."""
+        """True until partitions are revoked (Faust suspends the flow) or the consumer
+        generation changes. Not `app.rebalancing`, which stays true for a while after the flow
+        resumes on the new assignment."""
         app = self._app
         generation = app.consumer_generation_id
 
         def owned() -> bool:
-            return app.consumer_generation_id == generation and not app.rebalancing
+            return bool(app.consumer_generation_id == generation and app.flow_control.is_active())
 
         return owned
 
@@ -183,6 +220,27 @@ class QuietMonitor(Monitor):
 
     def track_tp_end_offset(self, tp: Any, offset: int) -> None:
         return None
+
+
+class TailGaps:
+    """Item 1 at a partition's tail: stage partitions where Faust committed past what the stage
+    applied (it acks the messages it skips), each named once per committed offset."""
+
+    def __init__(self) -> None:
+        self._woken: dict[TP, int] = {}
+
+    def to_wake(
+        self, committed: dict[TP, int], next_offset: Callable[[TP], int | None]
+    ) -> list[TP]:
+        """`next_offset`: the offset the stage needs next on a partition it holds, else None."""
+        found = []
+        for tp, offset in committed.items():
+            needed = next_offset(tp)
+            if needed is None or offset <= needed or self._woken.get(tp) == offset:
+                continue
+            self._woken[tp] = offset
+            found.append(tp)
+        return found
 
 
 def committed_offsets(consumer: Any) -> dict[TP, int]:

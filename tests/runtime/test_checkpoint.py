@@ -155,9 +155,10 @@ class Collecting:
 
     def __init__(self) -> None:
         self.applied: list[list[Any]] = []
+        self.interrupted = False  # as stage 2 when a rebalance interrupts its wait
 
-    async def ready(self, message: StageInput) -> None:
-        return None
+    async def ready(self, message: StageInput) -> bool:
+        return not self.interrupted
 
     def apply(self, message: StageInput) -> Outputs:
         self.applied.append(list(message.items))
@@ -213,6 +214,26 @@ def test_a_part_already_applied_is_left_out_of_a_packed_message() -> None:
         [Origin(0, 0, 0)],
         [Origin(0, 1, 0)],
     ]
+
+
+def test_a_message_the_stage_is_not_ready_for_is_left_unapplied_and_read_again() -> None:
+    async def run() -> tuple[Collecting, list[bytes], int]:
+        checkpoint, forwards, queue = checkpoint_on_twins()
+        stage = Collecting()
+        message = MemoryRecord("in", 0, 0, None, packed((Origin(1, 10, 0), [["a"]])))
+        stage.interrupted = True
+        assert await checkpoint.run(message, stage) is None
+        await queue.flush()
+        unmoved = checkpoint.markers.next_offset(0)
+        stage.interrupted = False  # the partition's next owner reads it again
+        await (await checkpoint.run(message, stage))
+        await queue.flush()
+        return stage, [value for _, value, _ in forwards.messages], unmoved
+
+    stage, sent, unmoved = asyncio.run(run())
+    assert unmoved == 0  # nothing of it stored: the marker still asks for offset 0
+    assert stage.applied == [[["a"]]]
+    assert len(sent) == 1
 
 
 def test_forwards_of_messages_applied_in_one_round_go_out_as_one_message() -> None:

@@ -30,7 +30,7 @@ class MemoryConsumer:
 
     records: list[MemoryRecord]
     position: int = 0
-    committed: list[dict[TopicPartition, int]] = field(default_factory=list)
+    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
     paused_partitions: set[TopicPartition] = field(default_factory=set)
     polls: int = 0
 
@@ -46,7 +46,13 @@ class MemoryConsumer:
         return {TP0: batch}
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
-        self.committed.append(dict(offsets or {}))
+        self.commits.append(dict(offsets or {}))
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        offsets = [c[partition] for c in self.commits if partition in c]
+        return offsets[-1] if offsets else self.group_offset
+
+    group_offset: int | None = None  # committed before this consumer started
 
     assigned: set[TopicPartition] = field(default_factory=lambda: {TP0})
 
@@ -150,12 +156,12 @@ def test_offsets_are_committed_only_after_the_batch_is_acknowledged() -> None:
         task = asyncio.create_task(loop.run())
         await until(lambda: consumer.position == 10)
         await asyncio.sleep(0.01)
-        assert consumer.committed == []  # three batches handed over, none acknowledged
+        assert consumer.commits == []  # three batches handed over, none acknowledged
         sink.release(1)  # the first batch's stage-1 message
-        await until(lambda: consumer.committed)
-        assert consumer.committed == [{TP0: 4}]
+        await until(lambda: consumer.commits)
+        assert consumer.commits == [{TP0: 4}]
         sink.release()
-        await until(lambda: consumer.committed[-1] == {TP0: 10})
+        await until(lambda: consumer.commits[-1] == {TP0: 10})
         loop.stop()
         await task
 
@@ -176,7 +182,7 @@ def test_a_failed_hand_over_stops_the_loop_and_commits_nothing_of_it() -> None:
         sink.pending[1].set_exception(RuntimeError("broker refused"))
         with pytest.raises(RuntimeError, match="broker refused"):
             await asyncio.wait_for(task, timeout=2)
-        assert consumer.committed in ([], [{TP0: 4}])  # never the failed batch's offsets
+        assert consumer.commits in ([], [{TP0: 4}])  # never the failed batch's offsets
 
     asyncio.run(run())
 
@@ -224,7 +230,7 @@ def test_a_reassignment_waits_for_what_was_handed_over_and_commits_it_first() ->
         assert consumer.assignment() == {TP0}
         sink.release()
         await asyncio.wait_for(revoke, timeout=2)
-        assert consumer.committed[-1] == {TP0: 6}
+        assert consumer.commits[-1] == {TP0: 6}
         assert consumer.assignment() == set() and loop.rebalances == 1
         loop.stop()
         await task
@@ -257,5 +263,24 @@ def test_caught_up_only_once_told_its_partitions_and_their_backlog_is_handed_ove
         assert consumer.position == 6
         loop.stop()
         await task
+
+    asyncio.run(run())
+
+
+def test_a_partition_the_group_committed_to_its_end_is_caught_up_without_a_fetch() -> None:
+    # A restarted worker given a partition another worker has ingested to its end: nothing to
+    # hand over, so stage 2 must not wait its bound for every message.
+    async def run() -> None:
+        consumer = MemoryConsumer(events(6))
+        consumer.assigned = set()
+        consumer.group_offset = 6
+        loop = IngestLoop(
+            consumer, ingest_stage(HeldSink()), max_records=10, max_batches_ahead=10,
+            stage1_done=lambda d: True, fetch_timeout_ms=1,
+        )  # fmt: skip
+        await loop.reassign([TP0])
+        assert loop.caught_up(0)
+        consumer.records.extend(events(7)[6:])  # a new event arrives
+        assert not loop.caught_up(0)
 
     asyncio.run(run())

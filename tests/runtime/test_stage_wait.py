@@ -6,7 +6,7 @@ import asyncio
 
 from service.runtime.framing import Origin
 from service.runtime.progress import NO_MARKER
-from service.runtime.stage_wait import ActorStageClock, Stage1Input
+from service.runtime.stage_wait import ActorStageClock, Stage1Input, Wait
 
 
 def test_a_skipped_message_advances_the_marker_but_not_its_origins() -> None:
@@ -32,7 +32,7 @@ def test_a_packed_message_moves_the_marker_of_every_origin_it_holds() -> None:
 def test_stage1_is_caught_up_once_it_handled_everything_sent_and_fetched() -> None:
     ends = {3: 10}
     ingest_done = {3: False}
-    stage1 = Stage1Input(lambda p: ends.get(p), lambda p: ingest_done[p])
+    stage1 = Stage1Input(lambda p: ends.get(p), lambda p: ingest_done[p], lambda p: -1)
     stage1.sent(3, 9)
     stage1.handled(3, 8)
     assert not stage1.caught_up(3)  # offset 9 sent here, not yet handled
@@ -42,7 +42,17 @@ def test_stage1_is_caught_up_once_it_handled_everything_sent_and_fetched() -> No
     assert stage1.caught_up(3)
     ends[3] = 12  # another worker's ingest sent more
     assert not stage1.caught_up(3)
-    assert not Stage1Input(lambda p: None, lambda p: True).caught_up(0)  # end unknown
+    assert not Stage1Input(lambda p: None, lambda p: True, lambda p: 5).caught_up(0)  # end unknown
+
+
+def test_what_stage1_stored_before_a_restart_counts_as_handled() -> None:
+    # A restarted worker whose stage-1 partition has nothing new: its marker says offset 9
+    # was applied, and the partition ends at 10.
+    markers = {3: 9}
+    stage1 = Stage1Input(lambda p: 10, lambda p: True, lambda p: markers.get(p, -1))
+    assert stage1.caught_up(3)
+    assert stage1.handled_upto(3) == 9
+    assert not stage1.caught_up(4)  # nothing applied there: offsets 0-9 still to handle
 
 
 class Clock:
@@ -104,7 +114,7 @@ def test_a_rebalance_forgets_how_far_stage1_had_got() -> None:
 
 
 def test_wait_returns_when_stage1_advances() -> None:
-    async def run() -> bool:
+    async def run() -> Wait:
         actor = ActorStageClock(
             max_s=60.0, clock=asyncio.get_running_loop().time, caught_up=Input()
         )
@@ -119,11 +129,41 @@ def test_wait_returns_when_stage1_advances() -> None:
         await task
         return waited
 
-    assert asyncio.run(run()) is True
+    assert asyncio.run(run()) is Wait.WAITED
+
+
+def test_a_rebalance_interrupts_the_wait_and_the_message_is_left_unapplied() -> None:
+    async def run() -> Wait:
+        actor = ActorStageClock(
+            max_s=60.0, clock=asyncio.get_running_loop().time, caught_up=Input()
+        )
+        actor.advance(0, 1_000)
+        rebalancing = False
+
+        async def rebalance() -> None:
+            nonlocal rebalancing
+            await asyncio.sleep(0.05)
+            rebalancing = True
+
+        task = asyncio.create_task(rebalance())
+        outcome = await asyncio.wait_for(actor.wait(0, 2_000, lambda: rebalancing), timeout=2)
+        await task
+        return outcome
+
+    assert asyncio.run(run()) is Wait.STOPPED
+
+
+def test_no_wait_when_stage1_is_already_there_even_while_stopping() -> None:
+    async def run() -> Wait:
+        actor = ActorStageClock(max_s=60.0, clock=lambda: 0.0, caught_up=Input())
+        actor.advance(0, 2_000)
+        return await actor.wait(0, 2_000, lambda: True)
+
+    assert asyncio.run(run()) is Wait.NOT_NEEDED
 
 
 def test_wait_returns_when_stage1_input_is_consumed_without_advancing() -> None:
-    async def run() -> bool:
+    async def run() -> Wait:
         stage1_input = Input()
         actor = ActorStageClock(
             max_s=60.0, clock=asyncio.get_running_loop().time, caught_up=stage1_input, poll_s=0.01
@@ -138,4 +178,4 @@ def test_wait_returns_when_stage1_input_is_consumed_without_advancing() -> None:
         await task
         return waited
 
-    assert asyncio.run(run()) is True
+    assert asyncio.run(run()) is Wait.WAITED

@@ -236,7 +236,7 @@ class TwinWorld:
             Clocks(lambda: LATER_MS, lambda: LATER_MS / 1000, lambda: 0.0),
             stage1_end=lambda partition: len(self.topics["stage1"].logs[partition]),
             ingest_caught_up=lambda partition: True,
-            stop_waiting=lambda: True,
+            stop_waiting=lambda: False,
         )
 
     async def run(self, fault: Fault | None, commit_every: int = 3) -> None:

@@ -1,4 +1,4 @@
-"""Reading back skipped input ranges, on the real broker."""
+"""Reading back skipped input ranges, on the real broker; messages a stage leaves unapplied."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 import uuid
 
 import pytest
+from faust.types import TP
 
-from service.worker.workarounds import MissedMessages
+from service.worker.workarounds import MissedMessages, ReleasedMessages, TailGaps
 from tests.worker.harness import create_topics, produce
 
 pytestmark = pytest.mark.kafka
@@ -62,3 +63,45 @@ def test_reading_stops_once_the_partition_is_no_longer_owned(kafka: str, topic: 
     # Owned for the first fetch only: what it got is a prefix of the range, in order.
     prefix = read(kafka, topic, 0, 30, owned_checks=2)
     assert prefix == [f"m{n}".encode() for n in range(len(prefix))]
+
+
+class FakeMessage:
+    def __init__(self, partition: int, offset: int) -> None:
+        self.partition, self.offset = partition, offset
+
+
+class FakeEvent:
+    def __init__(self, partition: int, offset: int) -> None:
+        self.message = FakeMessage(partition, offset)
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.unacked: set[FakeMessage] = set()
+
+
+def test_a_released_message_leaves_the_pending_set_and_is_acked_with_a_later_one() -> None:
+    consumer = FakeConsumer()
+    released = ReleasedMessages(consumer)
+    first, other = FakeEvent(1, 7), FakeEvent(2, 3)
+    consumer.unacked.update({first.message, other.message})
+    released.add(first)
+    released.add(other)
+    assert consumer.unacked == set()  # Faust's rebalance no longer waits for them
+    assert released.before(1, 7) == []  # Faust delivered offset 7 again: its copy is acked
+    assert released.before(1, 9) == [first]  # a later one stored: 7 was read back before it
+    assert released.before(1, 10) == []
+    assert released.before(2, 4) == [other]
+
+
+def test_a_partition_committed_past_what_its_stage_applied_is_woken_once() -> None:
+    stage1, stage2 = TP("stage1", 0), TP("stage2", 3)
+    needs = {stage1: 10, stage2: 4}
+    gaps = TailGaps()
+    # Faust acked (and committed) stage1[0] up to 12, but the stage has applied up to 9 only.
+    assert gaps.to_wake({stage1: 12, stage2: 4}, needs.get) == [stage1]
+    assert gaps.to_wake({stage1: 12, stage2: 4}, needs.get) == []  # woken already
+    needs[stage1] = 12  # read back
+    assert gaps.to_wake({stage1: 12}, needs.get) == []
+    assert gaps.to_wake({stage1: 15}, needs.get) == [stage1]  # a new gap
+    assert gaps.to_wake({TP("stage3", 0): 7}, needs.get) == []  # not held here
