@@ -156,7 +156,14 @@ def read_all(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 
 def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> int:
-    async def run() -> int:
+    return sum(partition_lags(bootstrap, group, topics).values())
+
+
+def partition_lags(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
+    """End offset minus the group's committed offset, per "topic[partition]"; {"?": -1}
+    while the topics have no partitions yet."""
+
+    async def run() -> dict[str, int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
         await admin.start()
@@ -170,13 +177,15 @@ def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> int:
                 for p in (metadata.partitions_for_topic(topic) or set())
             ]
             if not partitions:
-                return -1
+                return {"?": -1}
             ends = await consumer.end_offsets(partitions)
-            lag = 0
+            lags = {}
             for tp in partitions:
                 done = committed.get(tp)
-                lag += ends[tp] - (done.offset if done is not None else 0)
-            return lag
+                lags[f"{tp.topic}[{tp.partition}]"] = ends[tp] - (
+                    done.offset if done is not None else 0
+                )
+            return lags
         finally:
             await consumer.stop()
             await admin.close()
@@ -200,4 +209,8 @@ def wait_drained(bootstrap: str, app_id: str, events_topic: str, timeout: float 
         if zero_seen >= 2:
             return
         time.sleep(2)
-    raise TimeoutError(f"consumer lag still {lags}")
+    lagging = {
+        group: {tp: lag for tp, lag in partition_lags(bootstrap, group, topics).items() if lag}
+        for group, topics in groups.items()
+    }
+    raise TimeoutError(f"consumer lag still {lags}: {lagging}")
