@@ -181,6 +181,12 @@ class DuplicateReplySettings(Section):
     min_distinct_targets: int = Field(
         5, ge=2, description="Contract default: one text to five people is a broadcast, not a chat."
     )
+    min_sends: int = Field(
+        5,
+        ge=1,
+        description="Contract: one message is one send, so one post mentioning several friends "
+        "is not copy-paste spam; the same text must go out this many separate times.",
+    )
     min_text_chars: int = Field(
         16,
         ge=0,

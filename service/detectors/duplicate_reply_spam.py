@@ -1,9 +1,14 @@
 """duplicate_reply_spam: the same text sent as replies or mentions to many distinct accounts
-within an hour is copy-paste spam. Subject: the actor."""
+within an hour, in many separate sends, is copy-paste spam. Subject: the actor.
+
+One send is one message: the contract makes the events of one actor with the same normalized
+text and the same `occurred_at` second one send, so a post mentioning seven friends is one
+send to seven targets, not spam."""
 
 from __future__ import annotations
 
 import re
+from bisect import insort
 from hashlib import blake2b
 from typing import Any, Final
 
@@ -56,7 +61,7 @@ def detect(ctx: ActorContext) -> None:
         if len(texts) >= settings.texts_per_account:
             # Forget the text whose latest use is oldest: it is the least likely to grow.
             texts.remove(min(texts, key=_latest_use))
-        entry = [h, event.text[:SAMPLE_CHARS], []]
+        entry = [h, event.text[:SAMPLE_CHARS], [], []]
         texts.append(entry)
     targets: list[list[Any]] = entry[2]
     oldest = at - window_ms
@@ -64,8 +69,16 @@ def detect(ctx: ActorContext) -> None:
     targets.append([event.target_id, at, event.event_id])
     if len(targets) > target_cap:
         del targets[0]
+    sends = _sends(entry)
+    sends[:] = [second for second in sends if second * 1000 > oldest]
+    second = at // 1000
+    if second not in sends:
+        insort(sends, second)
+        # Past the cap more sends change nothing: the state stays bounded.
+        if len(sends) > target_cap:
+            del sends[0]
     distinct = len(targets)
-    if distinct < settings.min_distinct_targets:
+    if distinct < settings.min_distinct_targets or len(sends) < settings.min_sends:
         return
     high_bar = settings.min_distinct_targets * settings.high_multiplier
     severity = Severity.HIGH if distinct >= high_bar else Severity.MEDIUM
@@ -84,9 +97,11 @@ def detect(ctx: ActorContext) -> None:
                 "text_sample": entry[1],
                 "normalized_text": normalized[:SAMPLE_CHARS],
                 "count": distinct,
+                "sends": len(sends),
                 "targets": [t[0] for t in targets],
                 "thresholds": {
                     "min_distinct_targets": settings.min_distinct_targets,
+                    "min_sends": settings.min_sends,
                     "window_seconds": settings.window_seconds,
                     "high_distinct_targets": high_bar,
                 },
@@ -94,7 +109,7 @@ def detect(ctx: ActorContext) -> None:
             },
             summary=(
                 f"{event.actor_id} sent the same text to {distinct} different accounts in "
-                f'{minutes} min: "{_short(entry[1])}"'
+                f'{len(sends)} messages within {minutes} min: "{_short(entry[1])}"'
             ),
             episode_gap_ms=window_ms,
         )
@@ -106,6 +121,15 @@ def _find(texts: list[list[Any]], h: int) -> list[Any] | None:
         if entry[0] == h:
             return entry
     return None
+
+
+def _sends(entry: list[Any]) -> list[int]:
+    """The text's sends in the window, as distinct `occurred_at` seconds, oldest first. A text
+    stored before sends were kept has them rebuilt from its targets' times."""
+    if len(entry) < 4:
+        entry.append(sorted({t[1] // 1000 for t in entry[2]}))
+    sends: list[int] = entry[3]
+    return sends
 
 
 def _latest_use(entry: list[Any]) -> int:

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from service.core.replay import Replayer
 from service.detectors.duplicate_reply_spam import normalize_text
-from tests.events import ev, replay, summary
+from service.settings import DetectionSettings
+from tests.events import FIXED_NOW, ev, replay, summary
 
 PITCH = "Earn 500$ a day from home, DM me for the secret"
 RULE = "duplicate_reply_spam"
@@ -13,6 +15,16 @@ def pitch_to(targets: int, every_minutes: float, text: str = PITCH, start: float
     return [
         ev("reply", "spammer", f"victim{i}", start + i * every_minutes, text=text)
         for i in range(targets)
+    ]
+
+
+def sends_of(sends: int, targets_each: int, every_minutes: float = 2.0) -> list:
+    """`sends` posts of the pitch, each one message mentioning `targets_each` accounts: the
+    events of one send share their `occurred_at` second."""
+    return [
+        ev("mention", "spammer", f"victim{n}-{k}", n * every_minutes, text=PITCH)
+        for n in range(sends)
+        for k in range(targets_each)
     ]
 
 
@@ -58,6 +70,21 @@ CASES = [
         [ev("reply", "spammer", "spammer", i, text=PITCH) for i in range(6)],
         [],
     ),
+    # One send is one message (the contract): the events of one post share their second.
+    ("one_post_mentioning_seven_friends", sends_of(1, 7), []),
+    ("two_posts_mentioning_four_each", sends_of(2, 4), []),
+    ("four_sends_to_twelve_targets", sends_of(4, 3), []),
+    ("five_sends_of_two_mentions_each", sends_of(5, 2), [(RULE, "spammer", "medium")]),
+    (
+        "same_minute_different_seconds_are_separate_sends",
+        [ev("reply", "spammer", f"v{i}", 1 + i / 60, text=PITCH) for i in range(5)],
+        [(RULE, "spammer", "medium")],
+    ),
+    (
+        "five_sends_of_four_mentions_reach_the_high_bar",
+        sends_of(5, 4),
+        [(RULE, "spammer", "medium"), (RULE, "spammer", "high")],
+    ),
     # minute: 0..4 (5 targets) ...quiet 3 h... 200..204 (5 targets): two episodes
     (
         "new_episode_after_quiet_gap",
@@ -95,3 +122,19 @@ def test_evidence_names_text_targets_and_events() -> None:
 )
 def test_normalize_text(raw: str, normalized: str) -> None:
     assert normalize_text(raw) == normalized
+
+
+def test_a_text_stored_before_sends_were_kept_counts_them_from_its_targets() -> None:
+    # State written by the previous version: [hash, sample, targets], no send times.
+    replayer = Replayer(DetectionSettings(), lambda: FIXED_NOW)
+    alerts = []
+    events = pitch_to(5, 1)
+    for event in events[:4]:
+        alerts += replayer.submit(event)
+    state = replayer.tables.actors["spammer"]
+    for entry in state.texts:
+        del entry[3:]
+    replayer.tables.actors["spammer"] = state
+    alerts += replayer.submit(events[4])
+    alerts += replayer.flush()
+    assert summary(alerts) == [(RULE, "spammer", "medium")]
