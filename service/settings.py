@@ -227,6 +227,17 @@ class KafkaSettings(Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certs.")
+    ssl_certfile: Path | None = Field(
+        None,
+        description="This client's certificate chain (PEM), for brokers that require client "
+        "certificates (mTLS, ssl.client.auth=required); the key may be in the same file.",
+    )
+    ssl_keyfile: Path | None = Field(
+        None, description="The key of ssl_certfile (PEM), when it is not in that file."
+    )
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted ssl_keyfile (or ssl_certfile's key)."
+    )
     connect_timeout_seconds: float = Field(
         60.0,
         gt=0,
@@ -264,8 +275,16 @@ class KafkaSettings(Section):
             ]
             if missing:
                 raise ValueError(f"{self.security_protocol} needs {', '.join(missing)}")
-        if self.ssl_cafile is not None and not self.ssl_cafile.is_file():
-            raise ValueError(f"ssl_cafile {self.ssl_cafile} is not a readable file")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the certificate it is the key of)")
+        if self.ssl_certfile is not None and self.security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"ssl_certfile needs TLS: security_protocol is {self.security_protocol}"
+            )
         return self
 
 

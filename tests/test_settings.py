@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from service.settings import ConfigurationError, KafkaSettings, settings_from_environment
@@ -37,3 +39,31 @@ def test_bad_bootstrap_servers_are_refused_naming_the_variable(
     message = str(refused.value)
     assert "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS" in message
     assert says in message
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"SECURITY_PROTOCOL": "SSL", "SSL_KEYFILE": "{pem}"}, "ssl_keyfile needs ssl_certfile"),
+        ({"SECURITY_PROTOCOL": "PLAINTEXT", "SSL_CERTFILE": "{pem}"}, "ssl_certfile needs TLS"),
+        ({"SECURITY_PROTOCOL": "SSL", "SSL_CERTFILE": "{missing}"}, "is not a readable file"),
+    ],
+)
+def test_client_certificate_settings_are_checked_at_start(
+    env: dict[str, str], says: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pem = tmp_path / "client.pem"
+    pem.write_text("not read here")
+    for name, value in env.items():
+        value = value.format(pem=pem, missing=tmp_path / "missing.pem")
+        monkeypatch.setenv(f"RECIPROCITY_KAFKA__{name}", value)
+    with pytest.raises(ConfigurationError) as refused:
+        settings_from_environment()
+    assert says in str(refused.value)
+
+
+def test_a_client_certificate_with_its_key_in_the_same_file_is_accepted(tmp_path: Path) -> None:
+    pem = tmp_path / "client.pem"
+    pem.write_text("not read here")
+    settings = KafkaSettings(security_protocol="SSL", ssl_certfile=pem)
+    assert settings.ssl_keyfile is None

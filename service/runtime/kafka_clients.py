@@ -32,8 +32,12 @@ from service.settings import KafkaSettings
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        password = kafka.ssl_key_password
         context: ssl.SSLContext = create_ssl_context(
-            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
+            certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
+            keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
+            password=password.get_secret_value() if password is not None else None,
         )
         return context
     return None
@@ -186,6 +190,27 @@ def refusal(kafka: KafkaSettings, errors: list[BaseException]) -> str | None:
     return None
 
 
+def closed_every_time(kafka: KafkaSettings) -> str:
+    """Why a listener closes every connection at its first request, said for an operator."""
+    said = (
+        f"Kafka at {kafka.bootstrap_servers} accepts connections but closes them at the first "
+        "request, every time: the listener wants TLS or SASL that "
+        f"RECIPROCITY_KAFKA__SECURITY_PROTOCOL={kafka.security_protocol} does not speak (or the "
+        "port is not Kafka's)"
+    )
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        # With TLS 1.3 a broker checks the client's certificate after the handshake: a refused
+        # one shows as this close, not as a handshake error.
+        shown = (
+            f"the one in RECIPROCITY_KAFKA__SSL_CERTFILE ({kafka.ssl_certfile}) is not signed by "
+            "a CA the broker trusts"
+            if kafka.ssl_certfile is not None
+            else "RECIPROCITY_KAFKA__SSL_CERTFILE is not set"
+        )
+        said += f"; or the TLS listener requires a client certificate (mTLS) and {shown}"
+    return said
+
+
 def _closed_at_first_request(errors: list[BaseException]) -> bool:
     return bool(errors) and all(
         isinstance(error, KafkaConnectionError) and "closed" in str(error) for error in errors
@@ -219,12 +244,7 @@ async def _attempts(
                 ) from None
             closed = closed + 1 if _closed_at_first_request(seen) else 0
             if closed >= _CLOSED_ATTEMPTS:
-                raise BrokersUnreachable(
-                    f"Kafka at {kafka.bootstrap_servers} accepts connections but closes them at "
-                    "the first request, every time: the listener wants TLS or SASL that "
-                    f"RECIPROCITY_KAFKA__SECURITY_PROTOCOL={kafka.security_protocol} does not "
-                    "speak (or the port is not Kafka's)"
-                ) from None
+                raise BrokersUnreachable(closed_every_time(kafka)) from None
             cause = _describe(seen[-1]) if seen else _describe(exc)
             left = deadline - clock()
             if left <= 0:

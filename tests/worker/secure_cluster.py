@@ -20,6 +20,10 @@ class Certificates:
     ca: Path  # the CA that signed the broker's certificate (clients trust it)
     broker: Path  # the broker's key and certificate chain, PEM
     other_ca: Path  # a CA that signed nothing of this broker's
+    client: Path  # a client certificate the CA signed (mTLS), and its key
+    client_key: Path
+    stranger: Path  # a client certificate the other CA signed, and its key
+    stranger_key: Path
 
 
 def _openssl(*arguments: str, cwd: Path) -> None:
@@ -48,7 +52,26 @@ def make_certificates(directory: Path) -> Certificates:
     broker = directory / "broker.pem"
     key, chain = (directory / "broker.key").read_text(), (directory / "broker.crt").read_text()
     broker.write_text(key + chain)
-    return Certificates(directory / "ca.pem", broker, directory / "other-ca.pem")
+    for name, ca in (("client", "ca"), ("stranger", "other-ca")):
+        _openssl(
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr", "-subj", f"/CN=reciprocity test {name}",
+            cwd=directory,
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.crt",
+            cwd=directory,
+        )  # fmt: skip
+    return Certificates(
+        directory / "ca.pem",
+        broker,
+        directory / "other-ca.pem",
+        directory / "client.crt",
+        directory / "client.key",
+        directory / "stranger.crt",
+        directory / "stranger.key",
+    )
 
 
 def add_acls(kafka: LocalKafka, arguments: list[list[str]]) -> None:

@@ -198,3 +198,71 @@ def test_a_missing_acl_ends_the_worker_at_once_naming_what_is_refused(
     # It names what is refused: the topic or group (for the prefix, a topic under it).
     assert acl.name in output, output
     assert PASSWORD not in output
+
+
+# -- mTLS: a listener that also requires a client certificate (ssl.client.auth=required) --------
+
+
+@pytest.fixture(scope="module")
+def mutual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    certificates = make_certificates(tmp_path_factory.mktemp("mutual-certificates"))
+    security = BrokerSecurity(
+        certificates.broker, certificates.ca, {USER: PASSWORD}, client_auth="required"
+    )
+    with LocalKafka(security=security) as kafka:
+        yield SecureCluster(kafka, certificates)
+
+
+def client_certificate_env(certificate: Path, key: Path) -> dict[str, str]:
+    return {
+        "RECIPROCITY_KAFKA__SSL_CERTFILE": str(certificate),
+        "RECIPROCITY_KAFKA__SSL_KEYFILE": str(key),
+    }
+
+
+def test_with_a_client_certificate_the_worker_runs_on_an_mtls_listener(
+    mutual: SecureCluster, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    app_id, topics = f"mutual-{suffix}", topics_for(suffix)
+    admin = mutual.kafka.bootstrap_servers
+    create_topics(admin, topics.values(), partitions=2)
+    grant(mutual, app_id, topics)
+    traffic = generate_traffic(3, users=500, organic_events=1_500)
+    worker = Worker(admin, app_id, topics, 2, tmp_path, "mutual")
+    certificates = mutual.certificates
+    worker.env.update(security_env(mutual))
+    worker.env.update(client_certificate_env(certificates.client, certificates.client_key))
+    worker.start()
+    try:
+        produce(admin, topics["events"], [orjson.dumps(event) for event in traffic.events])
+        expected = {(alert.rule, alert.subject_id) for alert in traffic.expected if alert.alert}
+        deadline = time.monotonic() + 120
+        seen: set[tuple[str, str]] = set()
+        while time.monotonic() < deadline and not expected <= seen:
+            seen = {(a["rule"], a["subject_id"]) for a in read_all(admin, topics["alerts"])}
+            time.sleep(1)
+        assert expected <= seen, expected - seen
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize("case", ["no client certificate", "a certificate another CA signed"])
+def test_an_mtls_listener_refuses_the_worker_at_once_without_a_trusted_certificate(
+    mutual: SecureCluster, tmp_path: Path, case: str
+) -> None:
+    env = security_env(mutual)
+    if case != "no client certificate":
+        env.update(
+            client_certificate_env(mutual.certificates.stranger, mutual.certificates.stranger_key)
+        )
+    code, seconds, output = run_refused(env, tmp_path)
+    assert code != 0, output
+    assert seconds < FAIL_FAST_SECONDS, output
+    assert "client certificate" in output, output
+    if case == "no client certificate":
+        assert "RECIPROCITY_KAFKA__SSL_CERTFILE is not set" in output, output
+    else:
+        assert str(mutual.certificates.stranger) in output, output
+    assert "Traceback" not in output, output
+    assert PASSWORD not in output
