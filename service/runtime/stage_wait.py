@@ -34,9 +34,10 @@ class Stage1Input:
     Yes when it has handled every stage-1 message up to the partition's end offset, every
     message this worker's ingest sent it is acknowledged and handled, and ingest has handled
     the events partition of the same number up to its end (producers key events by actor, so
-    events partition p feeds stage-1 partition p). Unknown ends are no. What stage 1 stored
-    before this process (or this assignment) started counts as handled: its progress marker
-    (`applied_upto`), or a restarted worker whose stage 1 has nothing new would never be.
+    events partition p feeds stage-1 partition p). Unknown ends are no. Handled is what stage
+    1's progress marker says (`applied_upto`): what it applied here, and what was stored before
+    this process or this assignment started, or a restarted worker whose stage 1 has nothing
+    new would never be caught up.
     """
 
     def __init__(
@@ -49,19 +50,18 @@ class Stage1Input:
         self._ingest_caught_up = ingest_caught_up
         self._applied_upto = applied_upto
         self._sent: dict[int, int] = {}  # partition -> last offset ingest got acknowledged
-        self._handled: dict[int, int] = {}  # partition -> last offset stage 1 handled
         self.on_handled: Callable[[], None] = lambda: None  # ingest's backpressure listens
 
     def sent(self, partition: int, offset: int) -> None:
         if offset > self._sent.get(partition, -1):
             self._sent[partition] = offset
 
-    def handled(self, partition: int, offset: int) -> None:
-        self._handled[partition] = offset
+    def handled(self) -> None:
+        """Stage 1 handled a message (its marker moved): there may be room for ingest."""
         self.on_handled()
 
     def handled_upto(self, partition: int) -> int:
-        return max(self._handled.get(partition, -1), self._applied_upto(partition))
+        return self._applied_upto(partition)
 
     def caught_up(self, partition: int) -> bool:
         handled = self.handled_upto(partition)

@@ -266,7 +266,7 @@ class ActorStage(_ContainedStage):
         return outputs
 
     def handled(self, record: Record) -> None:
-        self._input.handled(record.partition, record.offset)
+        self._input.handled()
         self._clock.advance(record.partition, self._newest)
         self._newest = -1
 

@@ -32,11 +32,11 @@ def test_a_packed_message_moves_the_marker_of_every_origin_it_holds() -> None:
 def test_stage1_is_caught_up_once_it_handled_everything_sent_and_fetched() -> None:
     ends = {3: 10}
     ingest_done = {3: False}
-    stage1 = Stage1Input(lambda p: ends.get(p), lambda p: ingest_done[p], lambda p: -1)
+    markers = {3: 8}  # what stage 1's progress marker says it applied
+    stage1 = Stage1Input(lambda p: ends.get(p), lambda p: ingest_done[p], markers.__getitem__)
     stage1.sent(3, 9)
-    stage1.handled(3, 8)
     assert not stage1.caught_up(3)  # offset 9 sent here, not yet handled
-    stage1.handled(3, 9)
+    markers[3] = 9
     assert not stage1.caught_up(3)  # ingest still has events of partition 3 to hand over
     ingest_done[3] = True
     assert stage1.caught_up(3)

@@ -6,6 +6,7 @@ appears nowhere it writes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -100,17 +101,20 @@ def security_env(
     return env
 
 
-def test_with_exactly_the_documented_acls_the_seeded_spam_is_alerted(
-    secure: SecureCluster, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def alerting_worker(
+    cluster: SecureCluster, tmp_path: Path, name: str, env: dict[str, str]
+) -> Iterator[Worker]:
+    """A worker on `cluster` with exactly the documented ACLs and `env`, fed traffic with
+    seeded spam; yields it, still running, once every expected alert is out."""
     suffix = uuid.uuid4().hex[:8]
-    app_id, topics = f"secure-{suffix}", topics_for(suffix)
-    admin = secure.kafka.bootstrap_servers  # the administrator's plaintext door
+    app_id, topics = f"{name}-{suffix}", topics_for(suffix)
+    admin = cluster.kafka.bootstrap_servers  # the administrator's plaintext door
     create_topics(admin, topics.values(), partitions=2)
-    grant(secure, app_id, topics)
+    grant(cluster, app_id, topics)
     traffic = generate_traffic(3, users=500, organic_events=1_500)
-    worker = Worker(admin, app_id, topics, 2, tmp_path, "secure")
-    worker.env.update(security_env(secure))
+    worker = Worker(admin, app_id, topics, 2, tmp_path, name)
+    worker.env.update(env)
     worker.start()
     try:
         produce(admin, topics["events"], [orjson.dumps(event) for event in traffic.events])
@@ -121,10 +125,17 @@ def test_with_exactly_the_documented_acls_the_seeded_spam_is_alerted(
             seen = {(a["rule"], a["subject_id"]) for a in read_all(admin, topics["alerts"])}
             time.sleep(1)
         assert expected <= seen, expected - seen
-        status, metrics = worker.get("/metrics")
-        assert status == 200
+        yield worker
     finally:
         worker.stop()
+
+
+def test_with_exactly_the_documented_acls_the_seeded_spam_is_alerted(
+    secure: SecureCluster, tmp_path: Path
+) -> None:
+    with alerting_worker(secure, tmp_path, "secure", security_env(secure)) as worker:
+        status, metrics = worker.get("/metrics")
+        assert status == 200
     log = worker.log.read_bytes()
     assert PASSWORD.encode() not in log
     assert PASSWORD.encode() not in metrics
@@ -223,28 +234,13 @@ def client_certificate_env(certificate: Path, key: Path) -> dict[str, str]:
 def test_with_a_client_certificate_the_worker_runs_on_an_mtls_listener(
     mutual: SecureCluster, tmp_path: Path
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    app_id, topics = f"mutual-{suffix}", topics_for(suffix)
-    admin = mutual.kafka.bootstrap_servers
-    create_topics(admin, topics.values(), partitions=2)
-    grant(mutual, app_id, topics)
-    traffic = generate_traffic(3, users=500, organic_events=1_500)
-    worker = Worker(admin, app_id, topics, 2, tmp_path, "mutual")
     certificates = mutual.certificates
-    worker.env.update(security_env(mutual))
-    worker.env.update(client_certificate_env(certificates.client, certificates.client_key))
-    worker.start()
-    try:
-        produce(admin, topics["events"], [orjson.dumps(event) for event in traffic.events])
-        expected = {(alert.rule, alert.subject_id) for alert in traffic.expected if alert.alert}
-        deadline = time.monotonic() + 120
-        seen: set[tuple[str, str]] = set()
-        while time.monotonic() < deadline and not expected <= seen:
-            seen = {(a["rule"], a["subject_id"]) for a in read_all(admin, topics["alerts"])}
-            time.sleep(1)
-        assert expected <= seen, expected - seen
-    finally:
-        worker.stop()
+    env = {
+        **security_env(mutual),
+        **client_certificate_env(certificates.client, certificates.client_key),
+    }
+    with alerting_worker(mutual, tmp_path, "mutual", env):
+        pass  # every expected alert came out: checked before it yields
 
 
 @pytest.mark.parametrize("case", ["no client certificate", "a certificate another CA signed"])
