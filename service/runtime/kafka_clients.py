@@ -23,6 +23,7 @@ from aiokafka.errors import (
     NodeNotReadyError,
     RequestTimedOutError,
     SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
     UnsupportedSaslMechanismError,
 )
 from aiokafka.helpers import create_ssl_context
@@ -274,6 +275,20 @@ def _describe(exc: BaseException) -> str:
     if not text:
         return name
     return text if text.startswith(name) else f"{name}: {text}"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A line for the log that names the cause: an authorization refused mid-run (an ACL
+    removed, or a DENY added, while the worker ran) says what was refused and what to do."""
+    refused = {TopicAuthorizationFailedError: "topic", GroupAuthorizationFailedError: "group"}
+    kind = refused.get(type(exc))
+    if kind is None:
+        return repr(exc)
+    name = ", ".join(map(str, exc.args)) or "?"
+    return (
+        f"not authorized: the cluster refused {kind} {name} (an ACL is missing, or one denies "
+        "it); `reciprocity acls` prints the ACLs the worker needs"
+    )
 
 
 class AccessRefused(RuntimeError):

@@ -29,7 +29,12 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from service.runtime.framing import encode_message
-from service.runtime.kafka_clients import OutputProducer, client_options, ssl_context
+from service.runtime.kafka_clients import (
+    OutputProducer,
+    client_options,
+    describe_failure,
+    ssl_context,
+)
 from service.runtime.metrics import Metrics, MetricsPage, ScrapeTurns
 from service.runtime.sinks import Delivery, KafkaChangelog, KafkaSink
 from service.runtime.tables import Changelog, Store
@@ -131,7 +136,7 @@ class ReciprocityApp(faust.App):
         """A part of the worker died: stop the process with a non-zero exit code, so that the
         orchestrator restarts it (nothing unacknowledged was committed). A stop that cannot
         finish (it waits for messages the failure left unacknowledged) is cut short."""
-        self.log.critical("stopping after a failure: %r", exc)
+        self.log.critical("stopping after a failure: %s", describe_failure(exc))
         asyncio.get_running_loop().call_later(FAILED_STOP_SECONDS, os._exit, 1)
         await self.crash(exc)
 

@@ -6,10 +6,15 @@ from __future__ import annotations
 import ssl
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
 from pydantic import SecretStr
 
-from service.runtime.kafka_clients import refusal
+from service.runtime.kafka_clients import describe_failure, refusal
 from service.settings import KafkaSettings
 
 SECURE = KafkaSettings(
@@ -46,3 +51,20 @@ def test_what_no_retry_can_fix_is_told_apart(errors: list[BaseException], says: 
     else:
         assert told is not None and says in told
         assert "hunter2-secret" not in told
+
+
+@pytest.mark.parametrize(
+    ("failure", "says"),
+    [
+        (
+            TopicAuthorizationFailedError("app-stage2-by-target"),
+            "refused topic app-stage2-by-target",
+        ),
+        (GroupAuthorizationFailedError("app"), "refused group app"),
+        (ValueError("boom"), "ValueError('boom')"),
+    ],
+)
+def test_a_failure_mid_run_is_described_by_its_cause(failure: BaseException, says: str) -> None:
+    line = describe_failure(failure)
+    assert says in line
+    assert ("reciprocity acls" in line) == ("refused" in says)

@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.devtools.local_kafka import LocalKafka, ensure_kafka_jars
+from service.kafka_acls import kafka_acls_arguments, worker_acls
+from service.settings import Settings, TopicSettings, WorkerSettings
 
 ACL_COMMAND_MAIN = "org.apache.kafka.tools.AclCommand"
+USER = "reciprocity"
+PASSWORD = "s3cret-Pa55word-do-not-log"  # a test broker's
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def make_certificates(directory: Path) -> Certificates:
     )
 
 
-def add_acls(kafka: LocalKafka, arguments: list[list[str]]) -> None:
+def run_acl_commands(kafka: LocalKafka, arguments: list[list[str]]) -> None:
     """Run `kafka-acls.sh` once per argument list, as the administrator."""
     libs = ensure_kafka_jars()
     java = os.environ.get("JAVA", "java")
@@ -86,3 +90,62 @@ def add_acls(kafka: LocalKafka, arguments: list[list[str]]) -> None:
         )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"kafka-acls {shlex.join(one)} failed:\n{done.stdout}{done.stderr}")
+
+
+@dataclass
+class SecureCluster:
+    kafka: LocalKafka
+    certificates: Certificates
+
+
+def topics_for(suffix: str) -> dict[str, str]:
+    return {
+        "events": f"events-{suffix}",
+        "alerts": f"alerts-{suffix}",
+        "dead_letters": f"dlq-{suffix}",
+    }
+
+
+def settings_for(app_id: str, topics: dict[str, str]) -> Settings:
+    return Settings(
+        worker=WorkerSettings(app_id=app_id),
+        topics=TopicSettings(
+            events=(topics["events"],), alerts=topics["alerts"], dead_letters=topics["dead_letters"]
+        ),
+    )
+
+
+def grant(secure: SecureCluster, app_id: str, topics: dict[str, str], leave_out: int = -1) -> None:
+    acls = worker_acls(settings_for(app_id, topics))
+    run_acl_commands(
+        secure.kafka,
+        [
+            kafka_acls_arguments(acl, f"User:{USER}")
+            for index, acl in enumerate(acls)
+            if index != leave_out
+        ],
+    )
+
+
+def security_env(
+    secure: SecureCluster,
+    *,
+    password: str = PASSWORD,
+    cafile: Path | None = None,
+    protocol: str = "SASL_SSL",
+) -> dict[str, str]:
+    env = {
+        "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": secure.kafka.secure_bootstrap_servers,
+        "RECIPROCITY_KAFKA__SECURITY_PROTOCOL": protocol,
+        "RECIPROCITY_KAFKA__CONNECT_TIMEOUT_SECONDS": "60",
+    }
+    if protocol != "PLAINTEXT":
+        env.update(
+            {
+                "RECIPROCITY_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+                "RECIPROCITY_KAFKA__SASL_USERNAME": USER,
+                "RECIPROCITY_KAFKA__SASL_PASSWORD": password,
+                "RECIPROCITY_KAFKA__SSL_CAFILE": str(cafile or secure.certificates.ca),
+            }
+        )
+    return env

@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -21,23 +20,23 @@ import pytest
 
 from service.devtools.generate import generate_traffic
 from service.devtools.local_kafka import BrokerSecurity, LocalKafka, free_port
-from service.kafka_acls import kafka_acls_arguments, worker_acls
-from service.settings import Settings, TopicSettings, WorkerSettings
+from service.kafka_acls import worker_acls
 from tests.worker.harness import Worker, create_topics, produce, read_all
-from tests.worker.secure_cluster import Certificates, add_acls, make_certificates
+from tests.worker.secure_cluster import (
+    PASSWORD,
+    USER,
+    SecureCluster,
+    grant,
+    make_certificates,
+    security_env,
+    settings_for,
+    topics_for,
+)
 
 pytestmark = pytest.mark.kafka
 
-USER = "reciprocity"
-PASSWORD = "s3cret-Pa55word-do-not-log"  # a test broker's
 # A refused start must end within this (the connect timeout is for brokers that are down).
 FAIL_FAST_SECONDS = 20.0
-
-
-@dataclass
-class SecureCluster:
-    kafka: LocalKafka
-    certificates: Certificates
 
 
 @pytest.fixture(scope="module")
@@ -46,59 +45,6 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
     security = BrokerSecurity(certificates.broker, certificates.ca, {USER: PASSWORD})
     with LocalKafka(security=security) as kafka:
         yield SecureCluster(kafka, certificates)
-
-
-def topics_for(suffix: str) -> dict[str, str]:
-    return {
-        "events": f"events-{suffix}",
-        "alerts": f"alerts-{suffix}",
-        "dead_letters": f"dlq-{suffix}",
-    }
-
-
-def settings_for(app_id: str, topics: dict[str, str]) -> Settings:
-    return Settings(
-        worker=WorkerSettings(app_id=app_id),
-        topics=TopicSettings(
-            events=(topics["events"],), alerts=topics["alerts"], dead_letters=topics["dead_letters"]
-        ),
-    )
-
-
-def grant(secure: SecureCluster, app_id: str, topics: dict[str, str], leave_out: int = -1) -> None:
-    acls = worker_acls(settings_for(app_id, topics))
-    add_acls(
-        secure.kafka,
-        [
-            kafka_acls_arguments(acl, f"User:{USER}")
-            for index, acl in enumerate(acls)
-            if index != leave_out
-        ],
-    )
-
-
-def security_env(
-    secure: SecureCluster,
-    *,
-    password: str = PASSWORD,
-    cafile: Path | None = None,
-    protocol: str = "SASL_SSL",
-) -> dict[str, str]:
-    env = {
-        "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": secure.kafka.secure_bootstrap_servers,
-        "RECIPROCITY_KAFKA__SECURITY_PROTOCOL": protocol,
-        "RECIPROCITY_KAFKA__CONNECT_TIMEOUT_SECONDS": "60",
-    }
-    if protocol != "PLAINTEXT":
-        env.update(
-            {
-                "RECIPROCITY_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
-                "RECIPROCITY_KAFKA__SASL_USERNAME": USER,
-                "RECIPROCITY_KAFKA__SASL_PASSWORD": password,
-                "RECIPROCITY_KAFKA__SSL_CAFILE": str(cafile or secure.certificates.ca),
-            }
-        )
-    return env
 
 
 @contextlib.contextmanager
