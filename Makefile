@@ -34,7 +34,7 @@ system-packages: ## Debian packages the end-to-end tests use (kcat, prometheus, 
 test: $(STAMP) system-packages ## the whole test suite (what CI runs); starts its own Kafka
 	$(PY) -m pytest
 
-test-crash: $(STAMP) system-packages ## only the SIGKILL recovery test (also part of make test)
+test-crash: $(STAMP) system-packages ## only the crash-recovery tests: SIGKILL, refused sends, the short fault campaign (also part of make test)
 	$(PY) -m pytest -m crash
 
 schemas: $(STAMP) ## regenerate schemas/ from the models
