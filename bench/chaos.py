@@ -12,7 +12,11 @@ the alerts are compared with `replay` of the same events.
 - `--faults` faults in a seeded random order, one every `--spacing` seconds: SIGKILL a worker
   (restarted), SIGTERM a worker (restarted), stop the broker for 10–40 s, add a worker (up to
   three), remove one (down to one), SIGSTOP a worker past the consumer session timeout
-  (then SIGCONT).
+  (then SIGCONT), fill the disk of the RocksDB worker for 10–30 s (then free it).
+- With the disk fault among the kinds, the first worker uses `rocksdb://` with its data dir on
+  a tmpfs of `--disk-mb` (mounting one needs root; without it the kind is left out, and the
+  campaign says so). Like a pod with its own volume, that worker restarts on the same data
+  dir whenever it is killed, stopped or exits, and it is never the one removed.
 - A worker that exits on its own (a failure it cannot recover from ends the process with exit
   code 1) is restarted, as an orchestrator would; the table says so.
 - Recovery after a fault: from the moment the disruption ended (the kill or stop, the broker
@@ -24,8 +28,8 @@ the alerts are compared with `replay` of the same events.
   alerts missing or unexpected as (rule, subject, severity), and alert ids published twice
   (at-least-once allows it; the id is the same).
 
-Not in this campaign yet: filling a RocksDB worker's disk. Target (issue 12): 0 lost, 0
-double-counted, 0 alerts missing over 20 faults. Writes bench/results/chaos.json.
+Target (issue 12): 0 lost, 0 double-counted, 0 alerts missing over 20 faults. Writes
+bench/results/chaos.json.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -61,7 +66,7 @@ from tests.worker.harness import Worker, create_topics, read_all, wait_drained
 
 DEFAULT_OUT = Path("bench/results/chaos.json")
 PARTITIONS = 4
-KINDS = ("sigkill", "sigterm", "broker", "add", "remove", "sigstop")
+KINDS = ("sigkill", "sigterm", "broker", "add", "remove", "sigstop", "disk")
 # Faust's default broker_session_timeout is 60 s; a pause past it makes the group drop the
 # member, and the member find out when it wakes.
 SESSION_TIMEOUT_SECONDS = 60.0
@@ -76,6 +81,44 @@ class Options:
     timeout_seconds: float = 600.0
     kinds: tuple[str, ...] = KINDS
     plan: tuple[str, ...] | None = None  # these faults in this order, instead of a random one
+    disk_mb: int = 256  # the RocksDB worker's tmpfs (the disk fault fills it)
+
+
+class Disk:
+    """A tmpfs of a fixed size as a worker's data dir: full for a while, as a real volume gets."""
+
+    def __init__(self, path: Path, megabytes: int) -> None:
+        self.path, self.megabytes = path, megabytes
+
+    @staticmethod
+    def can_mount() -> bool:
+        return os.geteuid() == 0
+
+    def mount(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.megabytes}m", "tmpfs", str(self.path)],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False, timeout=30)
+
+    def fill(self) -> int:
+        """Write until the disk says it is full; returns the bytes written."""
+        written = 0
+        with open(self.path / "filler", "wb", buffering=0) as filler:
+            for chunk in (1 << 20, 4096, 1):
+                block = bytes(chunk)
+                try:
+                    while True:
+                        written += filler.write(block) or 0
+                except OSError:
+                    continue  # ENOSPC: the tail with smaller blocks
+        return written
+
+    def free(self) -> None:
+        (self.path / "filler").unlink(missing_ok=True)
 
 
 @dataclass
@@ -89,6 +132,8 @@ class Campaign:
     produced: int = 0  # events handed to the producer and acknowledged
 
     exits: list[int] = field(default_factory=list)  # exit codes of workers that ended themselves
+    disk: Disk | None = None  # the RocksDB worker's volume, when the disk fault is in the plan
+    disk_worker: Worker | None = None
 
     def revive(self) -> int:
         """Restart every worker that has exited on its own, as an orchestrator would; returns
@@ -97,9 +142,33 @@ class Campaign:
         for index, worker in enumerate(self.workers):
             if worker.process is not None and worker.process.poll() is not None:
                 self.exits.append(worker.process.returncode)
-                self.workers[index] = self.new_worker()
+                self.restart(index)
                 revived += 1
         return revived
+
+    def restart(self, index: int) -> None:
+        """A new process in the place of a stopped one: the RocksDB worker keeps its data dir,
+        the others start afresh (their state is in the changelogs)."""
+        if self.workers[index] is self.disk_worker:
+            self.workers[index].start(timeout=300)
+        else:
+            self.workers[index] = self.new_worker()
+
+    def new_disk_worker(self, megabytes: int) -> Worker:
+        """The RocksDB worker, its data dir on a tmpfs of `megabytes`."""
+        name = "worker-disk"
+        self.disk = Disk(self.workdir / f"{name}-data", megabytes)  # `Worker`'s data dir
+        self.disk.mount()
+        self.disk_worker = Worker(
+            self.kafka.bootstrap_servers,
+            self.app_id,
+            self.topics,
+            PARTITIONS,
+            self.workdir,
+            name,
+            store="rocksdb://",
+        )
+        return self.disk_worker.start(timeout=300)
 
     def new_worker(self) -> Worker:
         self.names += 1
@@ -228,20 +297,34 @@ def inject(campaign: Campaign, kind: str, rng: Random) -> tuple[str, float]:
         time.sleep(seconds)
         campaign.kafka.resume()
         return f"broker stopped for {seconds:.0f} s", time.monotonic()
-    index = rng.randrange(len(workers))
+    if kind == "disk":
+        assert campaign.disk is not None
+        seconds = rng.uniform(10, 30)
+        written = campaign.disk.fill()
+        time.sleep(seconds)
+        campaign.disk.free()
+        return (
+            f"filled the RocksDB worker's disk ({written / 2**20:.0f} MiB) for {seconds:.0f} s",
+            time.monotonic(),
+        )
+    candidates = [
+        i for i, w in enumerate(workers) if kind != "remove" or w is not campaign.disk_worker
+    ]
+    index = rng.choice(candidates)
     worker = workers[index]
+    which = "the RocksDB worker" if worker is campaign.disk_worker else "a worker"
     assert worker.process is not None
     if kind == "sigkill":
         worker.kill()
         ended = time.monotonic()
-        workers[index] = campaign.new_worker()
-        return "SIGKILL a worker, started a new one", ended
+        campaign.restart(index)
+        return f"SIGKILL {which}, restarted", ended
     if kind == "sigterm":
         worker.stop()
         ended = time.monotonic()
         code = worker.process.returncode
-        workers[index] = campaign.new_worker()
-        return f"SIGTERM a worker (exit {code}), started a new one", ended
+        campaign.restart(index)
+        return f"SIGTERM {which} (exit {code}), restarted", ended
     if kind == "remove":
         worker.stop()
         workers.pop(index)
@@ -251,7 +334,7 @@ def inject(campaign: Campaign, kind: str, rng: Random) -> tuple[str, float]:
         os.killpg(worker.process.pid, signal.SIGSTOP)
         time.sleep(seconds)
         os.killpg(worker.process.pid, signal.SIGCONT)
-        return f"SIGSTOP a worker for {seconds:.0f} s, then SIGCONT", time.monotonic()
+        return f"SIGSTOP {which} for {seconds:.0f} s, then SIGCONT", time.monotonic()
     raise ValueError(kind)
 
 
@@ -287,7 +370,12 @@ def _campaign(options: Options, log: Any) -> dict[str, Any]:
         campaign = Campaign(kafka, Path(tmp), f"chaos-{suffix}", topics)
         rows: list[dict[str, Any]] = []
         try:
-            campaign.workers = [campaign.new_worker(), campaign.new_worker()]
+            first = (
+                campaign.new_disk_worker(options.disk_mb)
+                if "disk" in plan
+                else campaign.new_worker()
+            )
+            campaign.workers = [first, campaign.new_worker()]
             producer = Producer(
                 kafka.bootstrap_servers, topics["events"], lines, keys, options.rate
             )
@@ -325,6 +413,8 @@ def _campaign(options: Options, log: Any) -> dict[str, Any]:
         finally:
             for worker in campaign.workers:
                 worker.stop()
+            if campaign.disk is not None:
+                campaign.disk.unmount()
     return {"options": options.__dict__, "events": len(lines), "faults": rows, **result}
 
 
@@ -408,20 +498,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=defaults.rate)
     parser.add_argument("--spacing", type=float, default=defaults.spacing_seconds)
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated fault kinds")
+    parser.add_argument("--plan", default="", help="comma-separated faults, in this order")
+    parser.add_argument("--disk-mb", type=int, default=defaults.disk_mb)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     kinds = tuple(kind for kind in args.kinds.split(",") if kind)
-    unknown = set(kinds) - set(KINDS)
+    plan = tuple(kind for kind in args.plan.split(",") if kind) or None
+    unknown = (set(kinds) | set(plan or ())) - set(KINDS)
     if unknown:
         parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
+    err = Console(stderr=True)
+    if "disk" in (plan or kinds) and not Disk.can_mount():
+        if plan:
+            parser.error("the disk fault mounts a tmpfs, which needs root")
+        kinds = tuple(kind for kind in kinds if kind != "disk")
+        err.print("the disk fault is left out: mounting its tmpfs needs root")
     options = Options(
         faults=args.faults,
         seed=args.seed,
         rate=args.rate,
         spacing_seconds=args.spacing,
         kinds=kinds,
+        plan=plan,
+        disk_mb=args.disk_mb,
     )
-    err = Console(stderr=True)
     started = time.perf_counter()
     result = run_campaign(
         options,

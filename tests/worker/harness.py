@@ -59,7 +59,8 @@ class Worker:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 120.0) -> Worker:
+    def launch(self) -> Worker:
+        """Start the process and return at once; `start` also waits until it is ready."""
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "service", "worker"],
@@ -68,6 +69,11 @@ class Worker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self
+
+    def start(self, timeout: float = 120.0) -> Worker:
+        self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
