@@ -18,6 +18,7 @@ injected event of all.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Grid:
     churn_actors: tuple[str, ...] = ("new", "real")
     duplicate_targets: tuple[int, ...] = (8, 25)
     duplicate_actors: tuple[str, ...] = ("new", "real")
+    duplicate_wordings: tuple[str, ...] = ("identical", "reworded")
     replicates: int = 2
 
     def to_json(self) -> dict[str, object]:
@@ -79,6 +81,7 @@ QUICK_GRID = Grid(
     churn_actors=("new",),
     duplicate_targets=(8,),
     duplicate_actors=("real",),
+    duplicate_wordings=("reworded",),
     replicates=1,
 )
 
@@ -367,28 +370,31 @@ def build_attacks(world: World, grid: Grid, seed: int) -> tuple[list[Attack], li
                     _attack(aid, "follow_churn", "follow_churn", variant, churner, inj, first)
                 )
 
-    for k in grid.duplicate_targets:
-        for who in grid.duplicate_actors:
-            for rep in reps:
-                variant = {"targets": k, "sender": who, "replicate": rep}
-                if not world.fits(0, 40 * MINUTE_MS):
-                    skipped.append(f"duplicate_replies {variant}: stream too short")
-                    continue
-                aid = next_id("d")
-                sender = str(people.take(1)[0]) if who == "real" else f"{aid}-spammer"
-                addressed = [str(u) for u in people.take(k) if str(u) != sender]
-                start = world.place(rng, 0, 40 * MINUTE_MS)
-                inj = duplicate_reply_spam(rng, sender, addressed, start, scenario=aid)
-                first = min(int(str(e["occurred_at"])) for e in inj.events)
-                attacks.append(
-                    _attack(
-                        aid,
-                        "duplicate_replies",
-                        "duplicate_reply_spam",
-                        variant,
-                        sender,
-                        inj,
-                        first,
-                    )
+    for k, who, wording in itertools.product(
+        grid.duplicate_targets, grid.duplicate_actors, grid.duplicate_wordings
+    ):
+        for rep in reps:
+            variant = {"targets": k, "sender": who, "wording": wording, "replicate": rep}
+            if not world.fits(0, 40 * MINUTE_MS):
+                skipped.append(f"duplicate_replies {variant}: stream too short")
+                continue
+            aid = next_id("d")
+            sender = str(people.take(1)[0]) if who == "real" else f"{aid}-spammer"
+            addressed = [str(u) for u in people.take(k) if str(u) != sender]
+            start = world.place(rng, 0, 40 * MINUTE_MS)
+            inj = duplicate_reply_spam(
+                rng, sender, addressed, start, scenario=aid, reword=wording == "reworded"
+            )
+            first = min(int(str(e["occurred_at"])) for e in inj.events)
+            attacks.append(
+                _attack(
+                    aid,
+                    "duplicate_replies",
+                    "duplicate_reply_spam",
+                    variant,
+                    sender,
+                    inj,
+                    first,
                 )
+            )
     return attacks, skipped

@@ -192,6 +192,19 @@ class DuplicateReplySettings(Section):
         ge=0,
         description="Short courtesies (thanks!, congrats) repeat honestly; spam carries a pitch.",
     )
+    min_similarity: float = Field(
+        0.4,
+        gt=0.0,
+        le=1.0,
+        description="Contract: a varying word does not make a new text; one word changed in "
+        "four keeps 40 % of the word shingles (Jaccard), honest variety keeps less.",
+    )
+    sketch_size: int = Field(
+        32,
+        ge=4,
+        description="Shingle hashes kept per text (a bottom-k MinHash sketch): bounds state, "
+        "exact for texts up to 16 words.",
+    )
     texts_per_account: int = Field(
         8, ge=1, description="Distinct recent texts tracked per account (bounds state)."
     )

@@ -1,16 +1,27 @@
 """duplicate_reply_spam: the same text sent as replies or mentions to many distinct accounts
 within an hour, in many separate sends, is copy-paste spam. Subject: the actor.
 
+The same text, or nearly: texts are compared by their words (letters only, so a varying emoji,
+punctuation mark or number changes nothing), and a text whose word shingles overlap a stored
+text's by `min_similarity` (Jaccard, from bottom-k MinHash sketches) is that text: a pitch with
+one word changed is still the pitch. A stored text keeps the first wording seen.
+
 One send is one message: the contract makes the events of one actor with the same normalized
 text and the same `occurred_at` second one send, so a post mentioning seven friends is one
-send to seven targets, not spam."""
+send to seven targets, not spam.
+
+State per account: at most `texts_per_account` texts, each [hash, sample (≤ 280 chars),
+targets (≤ the high bar), send seconds (≤ the high bar), sketch (≤ `sketch_size` ints)]."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from bisect import insort
 from hashlib import blake2b
+from itertools import pairwise
 from typing import Any, Final
+from zlib import crc32
 
 from service.core.context import ActorContext, AlertIntent
 from service.core.models import EventType, Severity
@@ -35,8 +46,57 @@ def normalize_text(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+_WORD = re.compile(r"<url>|[^\W\d_]+")
+_ASCII_WORD = re.compile(r"<url>|[a-z]+")  # the same on casefolded ASCII, faster
+# Invisible characters that split a word without showing: soft hyphen, zero-width ones, BOM.
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
+# Combining marks (accents once NFKD has split them off their letters).
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+
+
+def text_words(normalized: str) -> list[str]:
+    """The words of a normalized text, letters only: emoji, punctuation and digits are what a
+    copy-paste varies. Compatibility forms (full-width letters) and accents are folded."""
+    if normalized.isascii():
+        return _ASCII_WORD.findall(normalized)
+    normalized = _INVISIBLE.sub("", normalized)
+    # Most non-ASCII is emoji, which NFKD leaves as it is: checking is cheaper than folding.
+    if not unicodedata.is_normalized("NFKD", normalized):
+        folded = unicodedata.normalize("NFKD", normalized)
+        normalized = _COMBINING.sub("", folded).casefold()
+    return _WORD.findall(normalized)
+
+
 def text_hash(normalized: str) -> int:
     return int.from_bytes(blake2b(normalized.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def shingle_sketch(words: list[str], size: int) -> list[int]:
+    """A bottom-k MinHash sketch of the text's word shingles (each word and each pair of
+    neighbouring words, hashed to 32 bits): the `size` smallest hashes, ascending. A text of
+    up to size/2 words keeps all its shingles, so its similarity is exact."""
+    # map() all the way: no Python-level step per shingle.
+    shingles = set(map(crc32, map(str.encode, words)))
+    shingles.update(map(crc32, map(str.encode, map(" ".join, pairwise(words)))))
+    return sorted(shingles)[:size]
+
+
+def similarity(a: list[int], b: list[int], size: int) -> float:
+    """The Jaccard similarity of two texts' shingles, estimated from their sketches (exact when
+    neither was cut to `size`)."""
+    return _similarity(set(a), a, b, size)
+
+
+def _similarity(a_set: set[int], a: list[int], b: list[int], size: int) -> float:
+    shared = len(a_set.intersection(b))
+    if not shared:
+        return 0.0
+    if len(a) < size and len(b) < size:  # whole shingle sets
+        return shared / (len(a) + len(b) - shared)
+    # Bottom-k: of the `size` smallest hashes of the union, the share that both texts hold.
+    union = sorted(a_set.union(b))[:size]
+    both = a_set.intersection(b)
+    return sum(1 for h in union if h in both) / len(union)
 
 
 def detect(ctx: ActorContext) -> None:
@@ -54,15 +114,19 @@ def detect(ctx: ActorContext) -> None:
     target_cap = max(
         settings.min_distinct_targets, int(settings.min_distinct_targets * settings.high_multiplier)
     )
-    h = text_hash(normalized)
+    words = text_words(normalized)
+    h = text_hash(" ".join(words) if words else normalized)
     texts = ctx.state.texts
     entry = _find(texts, h)
     if entry is None:
-        if len(texts) >= settings.texts_per_account:
-            # Forget the text whose latest use is oldest: it is the least likely to grow.
-            texts.remove(min(texts, key=_latest_use))
-        entry = [h, event.text[:SAMPLE_CHARS], [], []]
-        texts.append(entry)
+        sketch = shingle_sketch(words, settings.sketch_size)
+        entry = _most_similar(texts, sketch, settings.min_similarity, settings.sketch_size)
+        if entry is None:
+            if len(texts) >= settings.texts_per_account:
+                # Forget the text whose latest use is oldest: it is the least likely to grow.
+                texts.remove(min(texts, key=_latest_use))
+            entry = [h, event.text[:SAMPLE_CHARS], [], [], sketch]
+            texts.append(entry)
     targets: list[list[Any]] = entry[2]
     oldest = at - window_ms
     targets[:] = [t for t in targets if t[1] > oldest and t[0] != event.target_id]
@@ -102,6 +166,7 @@ def detect(ctx: ActorContext) -> None:
                 "thresholds": {
                     "min_distinct_targets": settings.min_distinct_targets,
                     "min_sends": settings.min_sends,
+                    "min_similarity": settings.min_similarity,
                     "window_seconds": settings.window_seconds,
                     "high_distinct_targets": high_bar,
                 },
@@ -121,6 +186,31 @@ def _find(texts: list[list[Any]], h: int) -> list[Any] | None:
         if entry[0] == h:
             return entry
     return None
+
+
+def _most_similar(
+    texts: list[list[Any]], sketch: list[int], bar: float, size: int
+) -> list[Any] | None:
+    best, best_similarity = None, bar
+    mine = set(sketch)
+    for entry in texts:
+        theirs = entry[4] if len(entry) > 4 else _sketch(entry, size)
+        if mine.isdisjoint(theirs):  # most texts: no need to weigh them
+            continue
+        alike = _similarity(mine, sketch, theirs, size)
+        if alike >= best_similarity:
+            best, best_similarity = entry, alike
+    return best
+
+
+def _sketch(entry: list[Any], size: int) -> list[int]:
+    """The stored text's sketch. A text stored before sketches were kept has it rebuilt from
+    its sample."""
+    _sends(entry)
+    if len(entry) < 5:
+        entry.append(shingle_sketch(text_words(normalize_text(entry[1])), size))
+    sketch: list[int] = entry[4]
+    return sketch
 
 
 def _sends(entry: list[Any]) -> list[int]:

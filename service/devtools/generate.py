@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -961,6 +962,31 @@ def selective_unfollows(
 DEFAULT_PITCH = "Earn $500 a day from home with this one simple trick, no experience needed:"
 
 
+_EMOJI = ("🔥", "💯", "🚀", "💰", "✅", "👇", "🤑", "")
+_ENDINGS = ("", "!", "!!", "!!!", ".", "?!", " :)")
+# One word of a pitch swapped for another, as spammers do to slip past exact matching.
+_SWAPS = {
+    "earn": ("make", "get"),
+    "day": ("week", "night"),
+    "simple": ("easy", "weird"),
+    "trick": ("method", "hack"),
+    "needed": ("required",),
+    "grow": ("boost",),
+    "fast": ("quickly", "today"),
+}
+
+
+def _reword(rng: Random, pitch: str) -> str:
+    words = pitch.split(" ")
+    swappable = [i for i, word in enumerate(words) if word.strip(",.:!?$").lower() in _SWAPS]
+    if swappable and rng.random() < 0.7:
+        i = rng.choice(swappable)
+        bare = words[i].strip(",.:!?$")
+        words[i] = words[i].replace(bare, rng.choice(_SWAPS[bare.lower()]))
+    text = re.sub(r"\d+", lambda _: str(rng.choice((100, 250, 500, 700, 1000))), " ".join(words))
+    return f"{text.rstrip(',.:!?')}{rng.choice(_ENDINGS)} {rng.choice(_EMOJI)}".rstrip()
+
+
 def _vary_case_and_spacing(rng: Random, text: str) -> str:
     style = rng.randrange(4)
     if style == 1:
@@ -985,10 +1011,13 @@ def duplicate_reply_spam(
     pitch: str = DEFAULT_PITCH,
     url_base: str = "https://bit.ly/abc",
     scenario: str = "duplicate_reply_spam",
+    reword: bool = False,
 ) -> Injection:
     """The same pitch to many targets, varied only in case, whitespace, URL and @mention.
 
-    The mention and URL stay in the same place, so the texts are identical once normalized.
+    The mention and URL stay in the same place, so the texts are identical once normalized;
+    with `reword`, each text also varies its emoji, punctuation, numbers and often one word
+    (near-duplicates: the contract makes them one text).
     The pitch asks for no share (this scenario must not double as a retweet request).
     Expected: duplicate_reply_spam when ≥ 5 distinct targets fall within 1 h; medium, high at
     4x.
@@ -1003,7 +1032,8 @@ def duplicate_reply_spam(
     sent: list[tuple[int, str]] = []
     times = _spread(rng, start_ms, span_ms, len(targets))
     for i, (at, target) in enumerate(zip(times, targets, strict=True)):
-        text = f"@{target} {_vary_case_and_spacing(rng, pitch)} {url_base}{i + 1}"
+        body = _reword(rng, pitch) if reword else pitch
+        text = f"@{target} {_vary_case_and_spacing(rng, body)} {url_base}{i + 1}"
         if rng.random() < 0.5:
             events.append(
                 _event(

@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 
 from service.core.replay import Replayer
-from service.detectors.duplicate_reply_spam import normalize_text
+from service.detectors.duplicate_reply_spam import (
+    normalize_text,
+    shingle_sketch,
+    similarity,
+    text_words,
+)
 from service.settings import DetectionSettings
 from tests.events import FIXED_NOW, ev, replay, summary
 
@@ -27,6 +32,47 @@ def sends_of(sends: int, targets_each: int, every_minutes: float = 2.0) -> list:
         for k in range(targets_each)
     ]
 
+
+def variants_to(texts: list[str]) -> list:
+    """One reply a minute, each to a new account, the i-th with the i-th text."""
+    return [ev("reply", "spammer", f"victim{i}", i, text=text) for i, text in enumerate(texts)]
+
+
+GROW = [  # one pitch: emoji, punctuation, numbers and one word vary
+    "Grow your page fast!! 🔥 https://x.co/a1",
+    "grow your page fast 💯 https://x.co/b2",
+    "GROW your page FAST!!! 🚀 https://x.co/c3",
+    "Grow your page fast, 100% real https://x.co/d4",
+    "Grow your account fast!! 🔥 https://x.co/e5",
+]
+EARN = [  # one pitch: a word and a number change each time
+    "Earn 500$ a day from home, DM me for the secret",
+    "Make 700$ a day from home, DM me for the secret",
+    "Earn 500$ a week from home, DM me for the secret",
+    "Earn 900$ a day from home, message me for the secret",
+    "Earn 500$ a day from home, DM me for the details",
+]
+DISGUISED = [  # one pitch behind full-width letters, zero-width spaces and accents
+    "Grow your page fast https://x.co/1",
+    "Ｇｒｏｗ your page fast https://x.co/2",
+    "gr\u200bow your pa\u200bge fast https://x.co/3",
+    "Gröw your pâge fast https://x.co/4",
+    "grow your page fást https://x.co/5",
+]
+CONGRATS = [  # honest variety: five people, five messages with words in common
+    "congrats on the new job, well deserved!",
+    "congrats on your promotion!! so proud",
+    "so happy for you, congrats on the wedding",
+    "Congratulations on the baby news 💛",
+    "what great news, congrats on the house",
+]
+THANKS = [
+    "thanks so much for the follow, love your photos",
+    "thank you for sharing this, it made my day",
+    "thanks for the kind words about my talk",
+    "really appreciate the shoutout, thank you",
+    "thanks for coming to the meetup last night",
+]
 
 CASES = [
     # minute: 0 8 16 24 32       five targets inside one hour -> alert
@@ -85,6 +131,22 @@ CASES = [
         sends_of(5, 4),
         [(RULE, "spammer", "medium"), (RULE, "spammer", "high")],
     ),
+    # Near-duplicates are one text (the contract): minute 0 1 2 3 4, five wordings.
+    (
+        "one_pitch_varying_emoji_punctuation_number_word",
+        variants_to(GROW),
+        [(RULE, "spammer", "medium")],
+    ),
+    ("one_pitch_varying_a_word_and_a_number", variants_to(EARN), [(RULE, "spammer", "medium")]),
+    ("one_pitch_disguised_with_unicode", variants_to(DISGUISED), [(RULE, "spammer", "medium")]),
+    (
+        "one_pitch_reordered",
+        variants_to(["DM me for the secret, earn 500$ a day from home", *EARN[1:]]),
+        [(RULE, "spammer", "medium")],
+    ),
+    ("honest_congratulations", variants_to(CONGRATS), []),
+    ("honest_thanks", variants_to(THANKS), []),
+    ("four_wordings_of_one_pitch_and_a_different_text", variants_to([*GROW[:4], CONGRATS[0]]), []),
     # minute: 0..4 (5 targets) ...quiet 3 h... 200..204 (5 targets): two episodes
     (
         "new_episode_after_quiet_gap",
@@ -134,6 +196,52 @@ def test_a_text_stored_before_sends_were_kept_counts_them_from_its_targets() -> 
     state = replayer.tables.actors["spammer"]
     for entry in state.texts:
         del entry[3:]
+    replayer.tables.actors["spammer"] = state
+    alerts += replayer.submit(events[4])
+    alerts += replayer.flush()
+    assert summary(alerts) == [(RULE, "spammer", "medium")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ("Grow your page FAST!! 🔥 https://x.co/a", ["grow", "your", "page", "fast", "<url>"]),
+        ("earn 500$ a day, 100%", ["earn", "a", "day"]),
+        ("Ｇｒｏｗ gr\u200bow grów", ["grow", "grow", "grow"]),
+        ("🔥🔥🔥 !!! 123", []),
+    ],
+)
+def test_text_words_keep_letters_only(raw: str, words: list[str]) -> None:
+    assert text_words(normalize_text(raw)) == words
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("grow your page fast", "grow your page fast", 1.0),
+        # uni 3 of 5 shared, bigrams 1 of 5: 4 of 10
+        ("grow your page fast", "grow your account fast", 0.4),
+        ("buy cheap followers now", "the weather is lovely", 0.0),
+    ],
+)
+def test_similarity_is_the_jaccard_of_word_shingles(a: str, b: str, expected: float) -> None:
+    def sketch(text: str) -> list[int]:
+        return shingle_sketch(text_words(text), 32)
+
+    assert similarity(sketch(a), sketch(b), 32) == pytest.approx(expected)
+    assert similarity(sketch(b), sketch(a), 32) == pytest.approx(expected)
+
+
+def test_a_text_stored_before_sketches_were_kept_matches_its_variants() -> None:
+    # State written by the previous version: [hash, sample, targets, sends], no sketch.
+    replayer = Replayer(DetectionSettings(), lambda: FIXED_NOW)
+    alerts = []
+    events = variants_to(EARN)
+    for event in events[:4]:
+        alerts += replayer.submit(event)
+    state = replayer.tables.actors["spammer"]
+    for entry in state.texts:
+        del entry[4:]
     replayer.tables.actors["spammer"] = state
     alerts += replayer.submit(events[4])
     alerts += replayer.flush()

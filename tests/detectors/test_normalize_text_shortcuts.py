@@ -9,7 +9,14 @@ import sys
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from service.detectors.duplicate_reply_spam import _MENTION, _SPACE, _URL, normalize_text
+from service.detectors.duplicate_reply_spam import (
+    _MENTION,
+    _SPACE,
+    _URL,
+    _WORD,
+    normalize_text,
+    text_words,
+)
 
 
 def every_pattern(text: str) -> str:
@@ -36,3 +43,10 @@ WORDS = ["http://x.co/a", "HTTPS://X.CO", "www.Site.org", "WWW.", "@bob", "a@b",
 def test_shortcuts_change_nothing(parts: list[str]) -> None:
     text = " ".join(parts)
     assert normalize_text(text) == every_pattern(text)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+@settings(max_examples=300)
+def test_ascii_words_are_what_the_unicode_pattern_finds(text: str) -> None:
+    normalized = normalize_text(text)
+    assert text_words(normalized) == _WORD.findall(normalized)

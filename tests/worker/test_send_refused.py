@@ -106,4 +106,3 @@ def test_a_refused_send_ends_the_worker_and_its_restart_loses_nothing(
     assert result["events_double_counted"] == 0, result
     assert result["alerts_missing"] == [], result
     assert result["alerts_unexpected"] == [], result
-
