@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from random import Random
+from typing import Literal
 
 from bench.higgs import HOUR_MS, Activity, Graph
 from service.devtools.generate import (
@@ -55,7 +56,11 @@ class Grid:
 
     purchase_sizes: tuple[int, ...] = (50, 200, 1000)
     purchase_spans: tuple[str, ...] = ("10m", "2h", "24h")
-    purchase_fakes: tuple[str, ...] = ("fresh", "dormant")
+    purchase_fakes: tuple[Literal["fresh", "dormant", "unseen"], ...] = (
+        "fresh",
+        "dormant",
+        "unseen",
+    )
     purchase_camouflage: tuple[bool, ...] = (False, True)
     campaign_strangers: tuple[int, ...] = (1, 4, 12)
     campaign_requesters: tuple[str, ...] = ("new", "real")
@@ -269,7 +274,7 @@ def build_attacks(world: World, grid: Grid, seed: int) -> tuple[list[Attack], li
                             start,
                             followers=size,
                             span_ms=SPANS[span],
-                            fake_accounts="fresh" if fakes == "fresh" else "dormant",
+                            fake_accounts=fakes,
                             fake_prefix=f"{aid}-fake-",
                             camouflage_targets=cover,
                             camouflage_per_fake=CAMOUFLAGE_PER_FAKE if camo else 0,

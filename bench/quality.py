@@ -124,6 +124,7 @@ class AlertRecord:
     episode_ms: int
     count: int | None
     single_tweet: bool | None  # duplicate_reply_spam: every sampled event is one Higgs tweet
+    named: tuple[str, ...] | None = None  # follower_spike: the followers it judged bought
 
     def to_json(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -160,6 +161,7 @@ def _record(alert: Any) -> AlertRecord:
         parse_timestamp_ms(evidence["episode_started_at"]),
         evidence.get("count"),
         single,
+        tuple(alert.related_ids) if alert.rule == "follower_spike" else None,
     )
 
 
@@ -322,8 +324,39 @@ def _evaluate_attacks(
         row["max_severity"] = max(
             (a.severity for a in hits), key=lambda sev: _RANK[sev], default=None
         )
+        if attack.kind == "follower_purchase" and hits:
+            row["naming"] = _naming(hits, attack)
         out.append(row)
     return out
+
+
+def _naming(hits: Sequence[AlertRecord], attack: Attack) -> dict[str, int]:
+    """The followers the purchase's alerts named, against its fakes (`generate` names them
+    `<attack id>-fake-…`). An alert can name only fakes that have followed by then, at most
+    100 (the contract): `seen` adds up min(100, fakes followed by its time) over the alerts;
+    `namable` is min(fakes, 100 per alert) for the union of what they named."""
+    prefix = f"{attack.attack_id}-fake-"
+    times = sorted(
+        int(str(e["occurred_at"]))
+        for e in attack.events
+        if e.get("target_id") == attack.subject_id and str(e["actor_id"]).startswith(prefix)
+    )
+    named = fakes_named = seen = 0
+    union: set[str] = set()
+    for alert in hits:
+        names = set(alert.named or ())
+        union |= names
+        named += len(names)
+        fakes_named += sum(1 for name in names if name.startswith(prefix))
+        seen += min(100, bisect.bisect_right(times, alert.at_ms))
+    size = int(str(attack.variant["fakes"]))
+    return {
+        "named": named,
+        "fakes_named": fakes_named,
+        "seen": seen,
+        "union_fakes_named": sum(1 for name in union if name.startswith(prefix)),
+        "namable": min(size, 100 * len(hits)),
+    }
 
 
 def _unexplained(
@@ -503,6 +536,22 @@ def summarize(per_seed: Sequence[dict[str, Any]], days: float) -> dict[str, Any]
             ),
         }
     all_rules = _mean_sd([s["untouched"]["false_alerts_per_day_all_rules"] for s in per_seed])
+    precisions, recalls_named, recalls_seen = [], [], []
+    for s in per_seed:
+        namings = [r["naming"] for r in s["injected"]["attacks"] if r.get("naming")]
+        named = sum(n["named"] for n in namings)
+        if named:
+            found = sum(n["fakes_named"] for n in namings)
+            precisions.append(found / named)
+            recalls_named.append(
+                sum(n["union_fakes_named"] for n in namings) / sum(n["namable"] for n in namings)
+            )
+            recalls_seen.append(found / max(1, sum(n["seen"] for n in namings)))
+    naming = {
+        "precision": _mean_sd(precisions),
+        "recall": _mean_sd(recalls_named),
+        "recall_of_followed_by_then": _mean_sd(recalls_seen),
+    }
 
     # Follower purchases per variant, ours vs MIDAS-R at each budget.
     budgets = list(per_seed[0]["midas_r"]) if per_seed else []
@@ -613,6 +662,7 @@ def summarize(per_seed: Sequence[dict[str, Any]], days: float) -> dict[str, Any]
         "rules": rules,
         "other_attacks": other_rows,
         "false_alerts_per_day_all_rules": all_rules,
+        "named_fakes": naming,
         "purchases": purchases,
         "midas_r": midas_budgets,
     }
@@ -827,6 +877,15 @@ def _notes(result: dict[str, Any]) -> list[str]:
             "week (collateral of the injections), all seeds: "
             + ", ".join(f"{r} {n}" for r, n in new.items() if n)
             + "."
+        )
+    naming = result["summary"]["named_fakes"]
+    if naming["precision"]:
+        lines.append(
+            f"Named fakes (follower_spike related_ids against the injected fakes): precision "
+            f"{_fmt_ms(naming['precision'], pct=True)}; recall "
+            f"{_fmt_ms(naming['recall_of_followed_by_then'], pct=True)} of the fakes an alert "
+            f"could name (followed by its time, at most 100), "
+            f"{_fmt_ms(naming['recall'], pct=True)} of all the fakes (at most 100 an alert)."
         )
     skipped = sum(len(s["injected"]["skipped_attacks"]) for s in per_seed)
     if skipped:

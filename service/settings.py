@@ -127,6 +127,29 @@ class FollowerSpikeSettings(Section):
         le=1.0,
         description="Bought followers dominate a purchase; organic bumps are mostly real accounts.",
     )
+    min_follows_1h: int = Field(
+        50, ge=1, description="Floor of the 1 h window: a purchase dripped over an hour or two."
+    )
+    min_follows_6h: int = Field(
+        100, ge=1, description="Floor of the 6 h window: a purchase dripped over hours."
+    )
+    min_follows_24h: int = Field(
+        150, ge=1, description="Floor of the 24 h window: a purchase dripped over a day."
+    )
+    floor_relief: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="Floors fall by up to this share as the low-quality share rises from its "
+        "minimum to 100 %: the surer the followers are bought, the fewer it takes to be sure.",
+    )
+    named_followers: int = Field(
+        100,
+        ge=1,
+        le=100,
+        description="Latest low-quality followers kept per account and named in an alert's "
+        "related_ids (bounds state; the contract caps related_ids at 100).",
+    )
     high_multiplier: float = Field(
         5.0, ge=1.0, description="Escalate to high once the window holds this many times the bar."
     )
@@ -200,10 +223,10 @@ class DuplicateReplySettings(Section):
         "four keeps 40 % of the word shingles (Jaccard), honest variety keeps less.",
     )
     sketch_size: int = Field(
-        32,
+        24,
         ge=4,
         description="Shingle hashes kept per text (a bottom-k MinHash sketch): bounds state, "
-        "exact for texts up to 16 words.",
+        "exact for texts up to 12 words.",
     )
     texts_per_account: int = Field(
         8, ge=1, description="Distinct recent texts tracked per account (bounds state)."

@@ -19,7 +19,14 @@ from service.core.state import (
     ActorState,
     TargetState,
 )
-from service.core.windows import HOUR_MS, MINUTE_MS, BucketSpec, Levels, timeline_levels
+from service.core.windows import (
+    DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
+    BucketSpec,
+    Levels,
+    timeline_levels,
+)
 from service.settings import DetectionSettings
 
 # Signs that a follower looks bought (bit flags carried from stage 1 to stage 2).
@@ -27,11 +34,13 @@ FRESH_ACCOUNT = 1
 FOLLOWS_FAR_MORE = 2
 NO_POSTS = 4
 FAST_FOLLOWER = 8
+ONLY_FOLLOWS = 16  # no snapshot, and the stream shows it doing nothing but follow
 QUALITY_SIGNS = {
     FRESH_ACCOUNT: "fresh_account",
     FOLLOWS_FAR_MORE: "follows_far_more_than_followed",
     NO_POSTS: "no_posts",
     FAST_FOLLOWER: "follows_at_high_rate",
+    ONLY_FOLLOWS: "only_follows_in_the_stream",
 }
 
 
@@ -94,6 +103,10 @@ class Config:
         spike = settings.follower_spike
         self.spike_spec = BucketSpec(
             MINUTE_MS, spike.window_seconds // 60 + 1 + -(-incoming_disorder_ms // MINUTE_MS), 2
+        )
+        quarter = 15 * MINUTE_MS
+        self.spike_long_spec = BucketSpec(
+            quarter, DAY_MS // quarter + 1 + -(-incoming_disorder_ms // quarter), 2
         )
         churn = settings.follow_churn
         self.churn_spec = BucketSpec(

@@ -213,7 +213,16 @@ class ActorState:
 
 
 class TargetState:
-    __slots__ = ("episodes", "first_seen", "ids", "received", "spike", "spike_samples", "watermark")
+    __slots__ = (
+        "episodes",
+        "first_seen",
+        "ids",
+        "received",
+        "spike",
+        "spike_long",
+        "spike_samples",
+        "watermark",
+    )
 
     def __init__(self) -> None:
         self.watermark = -1
@@ -222,7 +231,9 @@ class TargetState:
         self.received = Timeline()
         # follower_spike: minute rows [index, follows, low_quality_follows]
         self.spike: list[list[int]] = []
-        # follower_spike: latest low-quality followers [[follower_id, at_ms, event_id], ...]
+        # follower_spike: the same counts in 15-minute rows, for the 1 h, 6 h and 24 h windows
+        self.spike_long: list[list[int]] = []
+        # follower_spike: latest low-quality followers [[follower_id, at_ms, event_id, signs]]
         self.spike_samples: list[list[Any]] = []
         self.episodes: Episodes = {}
 
@@ -233,6 +244,7 @@ class TargetState:
             "ids": self.ids.to_value(),
             "recv": self.received.rows,
             "spike": self.spike,
+            "spike_l": self.spike_long,
             "spike_s": self.spike_samples,
             "ep": self.episodes,
         }
@@ -245,6 +257,7 @@ class TargetState:
         state.ids = RecentIds.from_value(value["ids"])
         state.received = Timeline(value["recv"])
         state.spike = value["spike"]
+        state.spike_long = value.get("spike_l", [])  # absent in state stored before it was kept
         state.spike_samples = value["spike_s"]
         state.episodes = value["ep"]
         return state

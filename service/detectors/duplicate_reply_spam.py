@@ -11,7 +11,8 @@ text and the same `occurred_at` second one send, so a post mentioning seven frie
 send to seven targets, not spam.
 
 State per account: at most `texts_per_account` texts, each [hash, sample (≤ 280 chars),
-targets (≤ the high bar), send seconds (≤ the high bar), sketch (≤ `sketch_size` ints)]."""
+targets (≤ the high bar), send seconds (≤ the high bar), sketch (≤ `sketch_size` 16-bit ints,
+once it has been compared)]."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import re
 import unicodedata
 from bisect import insort
 from hashlib import blake2b
-from itertools import pairwise
+from itertools import pairwise, repeat
+from operator import rshift
 from typing import Any, Final
 from zlib import crc32
 
@@ -73,12 +75,14 @@ def text_hash(normalized: str) -> int:
 
 def shingle_sketch(words: list[str], size: int) -> list[int]:
     """A bottom-k MinHash sketch of the text's word shingles (each word and each pair of
-    neighbouring words, hashed to 32 bits): the `size` smallest hashes, ascending. A text of
-    up to size/2 words keeps all its shingles, so its similarity is exact."""
+    neighbouring words, hashed to 16 bits): the `size` smallest hashes, ascending. A text of
+    up to size/2 words keeps all its shingles, so its similarity is exact (but for a rare
+    collision). 16 bits keep the stored sketch small; two texts of 20 shingles share a false
+    one with a chance under 1 %."""
     # map() all the way: no Python-level step per shingle.
     shingles = set(map(crc32, map(str.encode, words)))
     shingles.update(map(crc32, map(str.encode, map(" ".join, pairwise(words)))))
-    return sorted(shingles)[:size]
+    return sorted(set(map(rshift, shingles, repeat(16))))[:size]
 
 
 def similarity(a: list[int], b: list[int], size: int) -> float:
@@ -117,18 +121,25 @@ def detect(ctx: ActorContext) -> None:
     words = text_words(normalized)
     h = text_hash(" ".join(words) if words else normalized)
     texts = ctx.state.texts
+    oldest = at - window_ms
     entry = _find(texts, h)
     if entry is None:
-        sketch = shingle_sketch(words, settings.sketch_size)
-        entry = _most_similar(texts, sketch, settings.min_similarity, settings.sketch_size)
+        # Only a text used within the window can gain from a match: an older one's targets
+        # and sends have all expired. Most texts of most accounts are older, so most new
+        # texts are compared with nothing, and their sketch waits until one is.
+        recent = [e for e in texts if _latest_use(e) > oldest]
+        sketch = shingle_sketch(words, settings.sketch_size) if recent else None
+        if sketch is not None:
+            entry = _most_similar(recent, sketch, settings.min_similarity, settings.sketch_size)
         if entry is None:
             if len(texts) >= settings.texts_per_account:
                 # Forget the text whose latest use is oldest: it is the least likely to grow.
                 texts.remove(min(texts, key=_latest_use))
-            entry = [h, event.text[:SAMPLE_CHARS], [], [], sketch]
+            entry = [h, event.text[:SAMPLE_CHARS], [], []]
+            if sketch is not None:
+                entry.append(sketch)
             texts.append(entry)
     targets: list[list[Any]] = entry[2]
-    oldest = at - window_ms
     targets[:] = [t for t in targets if t[1] > oldest and t[0] != event.target_id]
     targets.append([event.target_id, at, event.event_id])
     if len(targets) > target_cap:
@@ -193,19 +204,25 @@ def _most_similar(
 ) -> list[Any] | None:
     best, best_similarity = None, bar
     mine = set(sketch)
+    mine_whole = len(sketch) < size
     for entry in texts:
         theirs = entry[4] if len(entry) > 4 else _sketch(entry, size)
-        if mine.isdisjoint(theirs):  # most texts: no need to weigh them
+        shared = len(mine.intersection(theirs))
+        # Jaccard is at most shared / the larger set: most texts stop here, unweighed.
+        if shared < bar * max(len(sketch), len(theirs)):
             continue
-        alike = _similarity(mine, sketch, theirs, size)
+        if mine_whole and len(theirs) < size:  # whole shingle sets: exact, inline
+            alike = shared / (len(sketch) + len(theirs) - shared)
+        else:
+            alike = _similarity(mine, sketch, theirs, size)
         if alike >= best_similarity:
             best, best_similarity = entry, alike
     return best
 
 
 def _sketch(entry: list[Any], size: int) -> list[int]:
-    """The stored text's sketch. A text stored before sketches were kept has it rebuilt from
-    its sample."""
+    """The stored text's sketch, made from its sample the first time it is needed (also for
+    texts stored before sketches were kept)."""
     _sends(entry)
     if len(entry) < 5:
         entry.append(shingle_sketch(text_words(normalize_text(entry[1])), size))
@@ -223,8 +240,9 @@ def _sends(entry: list[Any]) -> list[int]:
 
 
 def _latest_use(entry: list[Any]) -> int:
+    # Targets are appended as events come, so the last is the latest but for a late event.
     targets = entry[2]
-    return max((t[1] for t in targets), default=-1)
+    return int(targets[-1][1]) if targets else -1
 
 
 def _short(text: str, limit: int = 80) -> str:

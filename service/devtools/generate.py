@@ -776,7 +776,7 @@ def follower_purchase(
     *,
     followers: int = 150,
     span_ms: int = 8 * MINUTE_MS,
-    fake_accounts: Literal["fresh", "dormant"] = "fresh",
+    fake_accounts: Literal["fresh", "dormant", "unseen"] = "fresh",
     fake_prefix: str = "fake-",
     camouflage_targets: Sequence[str] = (),
     camouflage_per_fake: int = 0,
@@ -789,6 +789,7 @@ def follower_purchase(
 
     Fresh fakes: created 1-10 days ago, following ~2000, ~3 followers, no posts. Dormant
     fakes: years old but never posted, following hundreds with a handful of followers.
+    Unseen fakes: fresh ones on a platform that sends no profile snapshot.
     Camouflage: before the purchase each fake also follows `camouflage_per_fake` accounts
     drawn from `camouflage_targets` over `camouflage_span_ms` (keep the targets many, or the
     camouflage itself spikes them). `baseline_followers` follow the subject over the hours
@@ -803,7 +804,7 @@ def follower_purchase(
     fakes = [f"{fake_prefix}{i:0{width}d}" for i in range(1, followers + 1)]
     accounts: list[_Account] = []
     for _ in fakes:
-        if fake_accounts == "fresh":
+        if fake_accounts != "dormant":
             accounts.append(
                 _Account(
                     start_ms - rng.randint(DAY_MS, 10 * DAY_MS),
@@ -821,6 +822,10 @@ def follower_purchase(
                     0,
                 )
             )
+
+    def seen(account: _Account) -> Event | None:
+        return None if fake_accounts == "unseen" else account.snapshot()
+
     cover = [t for t in camouflage_targets if t != subject]
     if cover and camouflage_per_fake > 0:
         k = min(camouflage_per_fake, len(cover))
@@ -829,11 +834,11 @@ def follower_purchase(
             times = _spread(rng, start_ms - camouflage_span_ms, camouflage_span_ms, k)
             for at, target in zip(times, picks, strict=True):
                 account.following += 1
-                events.append(_event("follow", fake, at, target, snapshot=account.snapshot()))
+                events.append(_event("follow", fake, at, target, snapshot=seen(account)))
     times = _spread(rng, start_ms, span_ms, followers)
     for at, fake, account in zip(times, fakes, accounts, strict=True):
         account.following += 1
-        events.append(_event("follow", fake, at, subject, snapshot=account.snapshot()))
+        events.append(_event("follow", fake, at, subject, snapshot=seen(account)))
     peak = _peak_count(times, SPIKE_WINDOW_MS)
     expected: list[ExpectedAlert] = []
     if peak >= SPIKE_MIN_FOLLOWS:

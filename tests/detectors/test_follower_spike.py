@@ -31,7 +31,53 @@ CASES = [
     # minute: 0 ... 5         40 fresh follows in 5 min, no history: floor of 30 applies
     ("purchase_on_quiet_account", follows(40, 0, 0.125, FRESH, "fake"), [(RULE, "shop", "medium")]),
     ("organic_bump_from_established", follows(45, 0, 0.2, ESTABLISHED, "fan"), []),
-    ("below_floor", follows(25, 0, 0.2, FRESH, "fake"), []),
+    # Floors fall with the evidence: at 100 % bought-looking the 10-minute floor is 30 x 0.5.
+    ("below_the_lowest_floor", follows(12, 0, 0.4, FRESH, "fake"), []),
+    (
+        "all_bought_clears_the_lowered_floor",
+        follows(25, 0, 0.2, FRESH, "fake"),
+        [(RULE, "shop", "medium")],
+    ),
+    # 15 fresh + 10 established: 60 % bought-looking, the floor stays at 30
+    (
+        "just_enough_bought_keeps_the_full_floor",
+        follows(15, 0, 0.33, FRESH, "fake") + follows(10, 0.1, 0.5, ESTABLISHED, "fan"),
+        [],
+    ),
+    # Purchases at every speed, into a quiet account:
+    # hours 0..2: 200 fresh, one every 36 s (17 per 10 min, 100 per hour)
+    ("drip_of_200_over_2_hours", follows(200, 0, 0.6, FRESH, "fake"), [(RULE, "shop", "medium")]),
+    # hours 0..24: 1000 fresh, one every 86 s (7 per 10 min, 42 per hour, 250 per 6 h): the
+    # 1 h window fires at 25 (50 x 0.5), the 6 h one reaches high at 5 x 50 after 6 h
+    (
+        "drip_of_1000_over_24_hours",
+        follows(1000, 0, 1.44, FRESH, "fake"),
+        [(RULE, "shop", "medium"), (RULE, "shop", "high")],
+    ),
+    # hours 0..24: 200 fresh, one every 7.2 min (8 per hour, 50 per 6 h, 200 per day)
+    ("drip_of_200_over_24_hours", follows(200, 0, 7.2, FRESH, "fake"), [(RULE, "shop", "medium")]),
+    # hours 0..24: 60 fresh, one every 24 min: under every floor (24 h: 150 x 0.5)
+    ("drip_of_60_over_24_hours", follows(60, 0, 24, FRESH, "fake"), []),
+    # hours 0..24: 90 fresh, one every 16 min (22 per 6 h): only the 24 h window sees it
+    ("drip_of_90_over_24_hours", follows(90, 0, 16, FRESH, "fake"), [(RULE, "shop", "medium")]),
+    # Followers with no snapshot are judged by what the stream shows of them:
+    # minute 0..5: 40 follows from accounts seen doing nothing else -> bought-looking
+    ("no_snapshot_only_follows", follows(40, 0, 0.125, None, "ghost"), [(RULE, "shop", "medium")]),
+    # minute 0..5: 20 fresh fakes and 20 ghosts: the ghosts do not dilute the share
+    (
+        "no_snapshot_does_not_dilute",
+        follows(20, 0, 0.25, FRESH, "fake") + follows(20, 0.1, 0.25, None, "ghost"),
+        [(RULE, "shop", "medium")],
+    ),
+    # minute 0..10: 40 readers each retweet someone; minute 20..25: they all follow the shop
+    (
+        "no_snapshot_but_taking_part",
+        [ev("retweet", f"reader{i}", "author", i * 0.25) for i in range(40)]
+        + follows(40, 20, 0.125, None, "reader"),
+        [],
+    ),
+    # Near-miss: a featured account gains 400 established followers within the hour
+    ("featured_account_gains_established_followers", follows(400, 0, 0.15, ESTABLISHED, "fan"), []),
     # 200 fresh in 10 min: medium at 30, high at 5 x 30 = 150
     (
         "big_purchase_escalates_once",
@@ -76,5 +122,33 @@ def test_evidence_has_count_baseline_share_and_samples() -> None:
     assert evidence["baseline_per_window"] == pytest.approx(10, rel=0.1)
     assert evidence["count"] >= evidence["threshold"] == pytest.approx(8 * 10, rel=0.1)
     assert evidence["low_quality_share"] >= 0.6
-    assert evidence["sample_follower_signs"]["fresh_account"] == 20
-    assert len(alert.related_ids) == 20 and all(r.startswith("fake") for r in alert.related_ids)
+    named = evidence["named_followers"]
+    assert evidence["sample_follower_signs"]["fresh_account"] == named
+    assert len(alert.related_ids) == named
+    assert all(r.startswith("fake") for r in alert.related_ids)
+
+
+@pytest.mark.parametrize(
+    ("name", "events", "window"),
+    [
+        ("10 minutes", follows(40, 0, 0.125, FRESH, "fake"), "10 min"),
+        ("1 hour", follows(1000, 0, 1.44, FRESH, "fake"), "1 h"),
+        ("6 hours", follows(200, 0, 7.2, FRESH, "fake"), "6 h"),
+        ("24 hours", follows(90, 0, 16, FRESH, "fake"), "24 h"),
+    ],
+)
+def test_the_evidence_says_which_window_fired(name: str, events: list, window: str) -> None:
+    first = next(a for a in replay(events) if a.rule == RULE)
+    assert first.evidence["window"] == window
+
+
+def test_the_alert_names_the_bought_followers_of_its_window() -> None:
+    # minute 0..60: 30 established fans; minute 60..65: 40 fresh fakes
+    events = sorted(
+        follows(30, 0, 2, ESTABLISHED, "fan") + follows(40, 60, 0.125, FRESH, "fake"),
+        key=lambda e: e.occurred_at,
+    )
+    (alert,) = [a for a in replay(events) if a.rule == RULE]
+    assert alert.related_ids
+    assert all(r.startswith("fake") for r in alert.related_ids)
+    assert alert.evidence["named_followers"] == len(alert.related_ids)
