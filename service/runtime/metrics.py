@@ -105,6 +105,12 @@ class Metrics:
             "unapplied, to be read again by the partition's next owner.",
             registry=registry,
         )
+        self.partitions_refetched = Counter(
+            "reciprocity_stage_partitions_refetched",
+            "Stage partitions this worker held but Faust had stopped fetching for a minute with "
+            "the flow running (faust-streaming #629), put back into fetching.",
+            registry=registry,
+        )
         self.tracked = Gauge(
             "reciprocity_tracked_accounts",
             "Accounts with state on this worker, by table.",

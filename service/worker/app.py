@@ -57,7 +57,10 @@ from service.worker.workarounds import (
     QuietMonitor,
     ReleasedMessages,
     TailGaps,
+    UnfetchedPartitions,
+    active_partitions,
     committed_offsets,
+    refetch,
     with_skipped,
 )
 
@@ -65,6 +68,9 @@ from service.worker.workarounds import (
 MAX_IN_FLIGHT = 64
 # How long a stop after a failure may take before the process just exits.
 FAILED_STOP_SECONDS = 10.0
+# A held stage partition out of Faust's fetching this long, the flow running, is put back
+# (workarounds item 8); a full buffer drains well within it.
+UNFETCHED_GRACE_SECONDS = 60.0
 
 
 def wall_clock_ms() -> int:
@@ -417,11 +423,26 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             return None
         return int(stage.next_offset(tp.partition))
 
+    unfetched = UnfetchedPartitions(UNFETCHED_GRACE_SECONDS)
+
     @app.timer(worker.tail_gap_check_seconds)  # type: ignore[untyped-decorator]
     async def wake_stages_at_tail_gaps() -> None:
         if app.rebalancing or not app.flow_control.is_active():
+            unfetched.reset()
             return
-        for tp in tail_gaps.to_wake(committed_offsets(app.consumer), stage_needs):
+        consumer = app.consumer
+        held = {tp for tp in consumer.assignment() if tp.topic in wake_up_sinks}
+        for tp in unfetched.to_refetch(held, active_partitions(consumer), time.monotonic()):
+            app.log.warning(
+                "%s[%d]: not fetched for %g s while the flow ran (faust-streaming #629); "
+                "fetching it again",
+                tp.topic,
+                tp.partition,
+                UNFETCHED_GRACE_SECONDS,
+            )
+            refetch(consumer, [tp])
+            metrics.partitions_refetched.inc()
+        for tp in tail_gaps.to_wake(committed_offsets(consumer), stage_needs):
             app.log.warning(
                 "%s[%d]: committed past offset %d, which the stage has not applied; waking it "
                 "up to read the range back",

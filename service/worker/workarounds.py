@@ -40,6 +40,13 @@ its faust-streaming issue or the Faust behaviour it works around.
    rebalance Faust may deliver it again, or only later ones, and then the stage reads it back
    (item 1) before applying them. Left unacked for good, it would hold Faust's commits for the
    partition at its offset.
+8. Partitions that are no longer fetched (faust-streaming #629: after a rebalance a partition
+   can go unfetched with no error, its lag only growing). Faust fetches only its "active"
+   partitions, and takes one out while it is paused or its stream buffer is full, putting it
+   back when the buffer drains; a rebalance that clears the buffer in between can leave it out.
+   `UnfetchedPartitions` finds a stage partition this worker holds that has been out of the
+   active set for a minute while the flow runs, and it is put back (a full buffer then only
+   makes the fetcher wait, as it does for any partition).
 """
 
 from __future__ import annotations
@@ -241,6 +248,37 @@ class TailGaps:
             self._woken[tp] = offset
             found.append(tp)
         return found
+
+
+class UnfetchedPartitions:
+    """Item 8: held partitions left out of Faust's active set for `grace_seconds` on end."""
+
+    def __init__(self, grace_seconds: float) -> None:
+        self._grace = grace_seconds
+        self._since: dict[TP, float] = {}
+
+    def to_refetch(self, held: set[TP], active: set[TP], now: float) -> list[TP]:
+        """Call only while the flow runs: a rebalance takes partitions out on purpose."""
+        left_out = held - active
+        self._since = {tp: self._since.get(tp, now) for tp in left_out}
+        due = [tp for tp, since in self._since.items() if now - since >= self._grace]
+        for tp in due:
+            del self._since[tp]
+        return due
+
+    def reset(self) -> None:
+        self._since.clear()
+
+
+def refetch(consumer: Any, tps: list[TP]) -> None:
+    """Put partitions back into Faust's fetching (item 8)."""
+    consumer.resume_partitions(tps)  # leaves the paused set, joins the active one
+    consumer._buffered_partitions.difference_update(tps)
+
+
+def active_partitions(consumer: Any) -> set[TP]:
+    """The partitions Faust's consumer fetches now (item 8)."""
+    return set(consumer._get_active_partitions())
 
 
 def committed_offsets(consumer: Any) -> dict[TP, int]:

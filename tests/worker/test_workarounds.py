@@ -8,7 +8,12 @@ import uuid
 import pytest
 from faust.types import TP
 
-from service.worker.workarounds import MissedMessages, ReleasedMessages, TailGaps
+from service.worker.workarounds import (
+    MissedMessages,
+    ReleasedMessages,
+    TailGaps,
+    UnfetchedPartitions,
+)
 from tests.worker.harness import create_topics, produce
 
 pytestmark = pytest.mark.kafka
@@ -105,3 +110,19 @@ def test_a_partition_committed_past_what_its_stage_applied_is_woken_once() -> No
     assert gaps.to_wake({stage1: 12}, needs.get) == []
     assert gaps.to_wake({stage1: 15}, needs.get) == [stage1]  # a new gap
     assert gaps.to_wake({TP("stage3", 0): 7}, needs.get) == []  # not held here
+
+
+def test_a_held_partition_left_out_of_fetching_for_the_grace_is_named_once() -> None:
+    a, b = TP("stage2", 0), TP("stage2", 1)
+    unfetched = UnfetchedPartitions(grace_seconds=60)
+    # second 0: b left out; 30: back in (a full buffer drained); 40: out again; 99: still out
+    assert unfetched.to_refetch({a, b}, {a}, now=0) == []
+    assert unfetched.to_refetch({a, b}, {a, b}, now=30) == []
+    assert unfetched.to_refetch({a, b}, {a}, now=40) == []
+    assert unfetched.to_refetch({a, b}, {a}, now=99) == []
+    assert unfetched.to_refetch({a, b}, {a}, now=100) == [b]
+    assert unfetched.to_refetch({a, b}, {a}, now=101) == []  # its minute starts again
+    # a partition no longer held is forgotten
+    assert unfetched.to_refetch({a}, {a}, now=200) == []
+    unfetched.reset()
+    assert unfetched.to_refetch({a, b}, {a}, now=300) == []
