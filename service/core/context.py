@@ -7,9 +7,12 @@ requests) on `ctx.effects`. The pipeline applies effects: episode gating, alert 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from service.core.models import Event, EventType, Rule, Severity
 from service.core.share_request import ShareRequestMatcher
@@ -19,14 +22,7 @@ from service.core.state import (
     ActorState,
     TargetState,
 )
-from service.core.windows import (
-    DAY_MS,
-    HOUR_MS,
-    MINUTE_MS,
-    BucketSpec,
-    Levels,
-    timeline_levels,
-)
+from service.core.windows import BucketSpec, Levels, timeline_levels
 from service.settings import DetectionSettings
 
 # Signs that a follower looks bought (bit flags carried from stage 1 to stage 2).
@@ -89,46 +85,59 @@ class Effects:
     stranger_requests: list[StrangerRequest] = field(default_factory=list)
 
 
-class Config:
-    """Settings plus what is derived from them once: bucket layouts, matcher, rule versions."""
+@dataclass(frozen=True, slots=True)
+class Disorder:
+    """How far out of event-time order events may come, which bucketed windows keep room for."""
 
-    def __init__(self, settings: DetectionSettings) -> None:
+    lateness_ms: int  # stage 1: the producers' disorder (allowed lateness)
+    incoming_ms: int  # stages 2 and 3: that plus the skew between merged actor partitions
+
+
+class RuleModule(Protocol):
+    """What a rule's module declares (see `service.detectors.RULES`)."""
+
+    RULE: str
+    LOGIC_VERSION: str  # bump when the rule's logic changes; thresholds show in the digest
+    SETTINGS: str  # its section of DetectionSettings
+
+    def windows(self, settings: DetectionSettings, disorder: Disorder) -> dict[str, BucketSpec]:
+        """The bucket layouts of its windows, by a name of its own."""
+        ...
+
+
+class Config:
+    """Settings plus what is derived from them once: timelines, the rules' bucket layouts,
+    matcher, rule versions."""
+
+    def __init__(self, settings: DetectionSettings, rules: Sequence[RuleModule] = ()) -> None:
         self.settings = settings
         lateness_ms = settings.state.allowed_lateness_seconds * 1000
         self.lateness_ms = lateness_ms
         # Incoming-side windows also absorb the skew between merged actor partitions.
-        incoming_disorder_ms = lateness_ms + settings.state.merge_skew_seconds * 1000
-        self.given_levels: Levels = timeline_levels(GIVEN_KINDS, lateness_ms)
-        self.received_levels: Levels = timeline_levels(RECEIVED_KINDS, incoming_disorder_ms)
-        spike = settings.follower_spike
-        self.spike_spec = BucketSpec(
-            MINUTE_MS, spike.window_seconds // 60 + 1 + -(-incoming_disorder_ms // MINUTE_MS), 2
-        )
-        quarter = 15 * MINUTE_MS
-        self.spike_long_spec = BucketSpec(
-            quarter, DAY_MS // quarter + 1 + -(-incoming_disorder_ms // quarter), 2
-        )
-        churn = settings.follow_churn
-        self.churn_spec = BucketSpec(
-            HOUR_MS, churn.window_seconds // 3600 + 1 + -(-lateness_ms // HOUR_MS), 4
-        )
+        disorder = Disorder(lateness_ms, lateness_ms + settings.state.merge_skew_seconds * 1000)
+        self.disorder = disorder
+        self.given_levels: Levels = timeline_levels(GIVEN_KINDS, disorder.lateness_ms)
+        self.received_levels: Levels = timeline_levels(RECEIVED_KINDS, disorder.incoming_ms)
         rt = settings.unsolicited_retweet_request
         self.matcher = ShareRequestMatcher(rt.request_patterns, rt.not_a_request_patterns)
-        self.rule_versions: dict[str, str] = {
-            "unsolicited_retweet_request": _rule_version(rt.model_dump_json()),
-            "follower_spike": _rule_version(spike.model_dump_json()),
-            "follow_churn": _rule_version(churn.model_dump_json()),
-            "duplicate_reply_spam": _rule_version(settings.duplicate_reply_spam.model_dump_json()),
-        }
+        self.windows: dict[str, BucketSpec] = {}
+        self.rule_versions: dict[str, str] = {}
+        for rule in rules:
+            self.windows.update(rule.windows(settings, disorder))
+            section: BaseModel = getattr(settings, rule.SETTINGS)
+            self.rule_versions[rule.RULE] = rule_version(
+                rule.LOGIC_VERSION, section.model_dump_json()
+            )
 
 
-# Bump when a rule's logic changes; threshold changes show in the digest suffix by themselves.
-RULE_LOGIC_VERSION = "1"
-
-
-def _rule_version(thresholds_json: str) -> str:
+def rule_version(logic_version: str, thresholds_json: str) -> str:
     digest = blake2b(thresholds_json.encode(), digest_size=4).hexdigest()
-    return f"{RULE_LOGIC_VERSION}.{digest}"
+    return f"{logic_version}.{digest}"
+
+
+def keep_for(span_ms: int, width_ms: int, disorder_ms: int) -> int:
+    """Buckets of `width_ms` a window of `span_ms` keeps, with room for late events."""
+    return span_ms // width_ms + 1 + -(-disorder_ms // width_ms)
 
 
 @dataclass(slots=True)

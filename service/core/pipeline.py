@@ -31,8 +31,17 @@ from service.core.context import (
 )
 from service.core.models import Alert, Event, EventType, Severity, format_timestamp
 from service.core.state import (
+    E_LAST_TRIGGER,
+    E_RANK,
+    E_STARTED,
     FOLLOWED_BACK,
     FOLLOWS,
+    R_BACK_EVENT,
+    R_CHANGE_EVENT,
+    R_CHANGE_OUTCOME,
+    R_ENGAGED_AT,
+    R_FLAGS,
+    R_FOLLOWED_AT,
     RECEIVED_FOLLOW_BACK,
     ActorState,
     Episodes,
@@ -42,8 +51,13 @@ from service.core.state import (
     relation_key,
 )
 from service.core.windows import HOUR_MS
-from service.detectors import ACTOR_DETECTORS, REQUESTER_DETECTORS, TARGET_DETECTORS
-from service.detectors.follower_spike import follower_quality
+from service.detectors import (
+    ACTOR_DETECTORS,
+    FACTS,
+    REQUESTER_DETECTORS,
+    RULES,
+    TARGET_DETECTORS,
+)
 from service.settings import DetectionSettings
 
 # Timeline kind of each event type; the numbering is shared by given and received kinds.
@@ -86,7 +100,7 @@ class Pipeline:
     def __init__(
         self, settings: DetectionSettings, tables: Tables, clock_ms: Callable[[], int]
     ) -> None:
-        self.config = Config(settings)
+        self.config = Config(settings, RULES)
         self.tables = tables
         self._clock_ms = clock_ms
         self._ids_capacity = settings.state.recent_ids_per_account
@@ -167,7 +181,9 @@ class Pipeline:
             and event.text is not None
             and self.config.matcher.asks_for_share(event.text)
         )
-        quality = follower_quality(self.config, event, state) if kind is EventType.FOLLOW else 0
+        quality = (
+            FACTS.follower_quality(self.config, event, state) if kind is EventType.FOLLOW else 0
+        )
         return TargetMessage(
             event_id=event.event_id,
             event_hash=h,
@@ -191,9 +207,9 @@ class Pipeline:
         if kind is not EventType.FOLLOW and kind is not EventType.UNFOLLOW:
             return False
         relation = self.tables.relations.get(relation_key(actor_id, target_id))
-        if relation is None or relation[3] == h:
+        if relation is None or relation[R_CHANGE_EVENT] == h:
             return False
-        return state.ids.arrived_after(relation[3], h)
+        return state.ids.arrived_after(relation[R_CHANGE_EVENT], h)
 
     def _update_relation(
         self, state: ActorState, actor_id: str, target_id: str, kind: EventType, at: int, h: int
@@ -213,17 +229,20 @@ class Pipeline:
                 if relation is None:
                     if self._room_for_relation(state):
                         relations[key] = [0, -1, at, 0, 0]
-                elif at - relation[2] >= _ENGAGED_RESOLUTION_MS:
-                    relations[key] = [relation[0], relation[1], at, *relation[3:]]
+                elif at - relation[R_ENGAGED_AT] >= _ENGAGED_RESOLUTION_MS:
+                    row = relation.copy()
+                    row[R_ENGAGED_AT] = at
+                    relations[key] = row
             return False, False, False
-        if relation is not None and relation[3] == h:
-            outcome = relation[4]
+        if relation is not None and relation[R_CHANGE_EVENT] == h:
+            outcome = relation[R_CHANGE_OUTCOME]
             return bool(outcome & _STARTED), bool(outcome & _CHURNED), bool(outcome & _BACK)
         if relation is None:
             if kind is EventType.UNFOLLOW or not self._room_for_relation(state):
                 return False, False, False
             relation = [0, -1, -1, 0, 0]
-        flags, followed_at, engaged_at = relation[0], relation[1], relation[2]
+        flags = relation[R_FLAGS]
+        followed_at, engaged_at = relation[R_FOLLOWED_AT], relation[R_ENGAGED_AT]
         outcome = 0
         if kind is EventType.FOLLOW:
             if not flags & FOLLOWS:
@@ -231,8 +250,7 @@ class Pipeline:
                 followed_at = at
                 outcome = _STARTED
         elif flags & FOLLOWS:
-            churn_ms = self.config.settings.follow_churn.churn_within_seconds * 1000
-            if 0 <= at - followed_at <= churn_ms:
+            if FACTS.churned(self.config, followed_at, at):
                 outcome = _CHURNED | (_BACK if flags & FOLLOWED_BACK else 0)
             flags &= ~(FOLLOWS | FOLLOWED_BACK)
             followed_at = -1
@@ -243,7 +261,7 @@ class Pipeline:
         # that survives this change keeps the event that set it.
         row = [flags, followed_at, engaged_at, h, outcome]
         if flags & FOLLOWED_BACK:
-            row.extend(relation[5:6])
+            row.extend(relation[R_BACK_EVENT : R_BACK_EVENT + 1])
         relations[key] = row
         return bool(outcome & _STARTED), bool(outcome & _CHURNED), bool(outcome & _BACK)
 
@@ -277,13 +295,15 @@ class Pipeline:
 
         key = relation_key(target_id, message.actor_id)
         relation = tables.relations.get(key)
-        follows_actor = relation is not None and bool(relation[0] & FOLLOWS)
+        follows_actor = relation is not None and bool(relation[R_FLAGS] & FOLLOWS)
         if message.type is EventType.FOLLOW and relation is not None and follows_actor:
-            if not relation[0] & FOLLOWED_BACK:
+            if not relation[R_FLAGS] & FOLLOWED_BACK:
                 # The actor returned the target's follow: the target's follow was followed back.
-                tables.relations[key] = [relation[0] | FOLLOWED_BACK, *relation[1:5], h]
+                row = relation[:R_BACK_EVENT]
+                row[R_FLAGS] |= FOLLOWED_BACK
+                tables.relations[key] = [*row, h]
                 state.received.add(config.received_levels, at, RECEIVED_FOLLOW_BACK)
-            elif relation[5:6] == [h]:
+            elif relation[R_BACK_EVENT : R_BACK_EVENT + 1] == [h]:
                 # This very follow set the mark, and a crash stored it but lost the target's
                 # state that counted it (the worker stores relations first): count it again.
                 state.received.add(config.received_levels, at, RECEIVED_FOLLOW_BACK)
@@ -293,7 +313,7 @@ class Pipeline:
             message=message,
             state=state,
             target_follows_actor=follows_actor,
-            target_engaged_actor_at=relation[2] if relation is not None else -1,
+            target_engaged_actor_at=relation[R_ENGAGED_AT] if relation is not None else -1,
             effects=effects,
         )
         for detect in TARGET_DETECTORS:
@@ -338,15 +358,15 @@ class Pipeline:
         a quiet gap; inside an episode only a higher severity is sent."""
         episode = episodes.get(intent.rule)
         rank = intent.severity.rank
-        if episode is None or intent.at_ms - episode[1] > intent.episode_gap_ms:
+        if episode is None or intent.at_ms - episode[E_LAST_TRIGGER] > intent.episode_gap_ms:
             episode = [intent.at_ms, intent.at_ms, rank]
             episodes[intent.rule] = episode
         else:
-            episode[1] = max(episode[1], intent.at_ms)
-            if rank <= episode[2]:
+            episode[E_LAST_TRIGGER] = max(episode[E_LAST_TRIGGER], intent.at_ms)
+            if rank <= episode[E_RANK]:
                 return None
-            episode[2] = rank
-        return self._alert(intent, episode[0])
+            episode[E_RANK] = rank
+        return self._alert(intent, episode[E_STARTED])
 
     def _alert(self, intent: AlertIntent, episode_start_ms: int) -> Alert:
         return Alert(

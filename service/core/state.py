@@ -42,6 +42,8 @@ RECEIVED_KINDS = 6
 FOLLOWS = 1
 FOLLOWED_BACK = 2
 Relation = list[int]
+# Positions in a relation row (the stored layout: the row stays a plain list).
+R_FLAGS, R_FOLLOWED_AT, R_ENGAGED_AT, R_CHANGE_EVENT, R_CHANGE_OUTCOME, R_BACK_EVENT = range(6)
 
 
 # Recent ids past this many are also kept in a set for membership tests (see RecentIds).
@@ -150,6 +152,7 @@ class RecentIds:
 
 # An episode per rule: [started_ms, last_trigger_ms, highest_severity_rank_sent].
 Episodes = dict[str, list[int]]
+E_STARTED, E_LAST_TRIGGER, E_RANK = range(3)
 
 
 class ActorState:

@@ -25,15 +25,23 @@ from operator import rshift
 from typing import Any, Final
 from zlib import crc32
 
-from service.core.context import ActorContext, AlertIntent
+from service.core.context import ActorContext, AlertIntent, Disorder
 from service.core.models import EventType, Severity
+from service.core.windows import BucketSpec
+from service.settings import DetectionSettings
 
 RULE: Final = "duplicate_reply_spam"
+LOGIC_VERSION: Final = "1"
+SETTINGS: Final = "duplicate_reply_spam"
 SAMPLE_CHARS = 280
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _MENTION = re.compile(r"(?<!\w)@\w+")
 _SPACE = re.compile(r"\s+")
+
+
+def windows(settings: DetectionSettings, disorder: Disorder) -> dict[str, BucketSpec]:
+    return {}  # its window is the texts' own lists of targets and sends
 
 
 def normalize_text(text: str) -> str:

@@ -5,20 +5,35 @@ from __future__ import annotations
 
 from typing import Final
 
-from service.core.context import ActorContext, AlertIntent
+from service.core.context import ActorContext, AlertIntent, Config, Disorder, keep_for
 from service.core.models import EventType, Severity
 from service.core.state import GIVEN_FOLLOW, RECEIVED_FOLLOW_BACK
-from service.core.windows import add, totals
+from service.core.windows import HOUR_MS, BucketSpec, add, totals
+from service.settings import DetectionSettings
 
 RULE: Final = "follow_churn"
+LOGIC_VERSION: Final = "1"
+SETTINGS: Final = "follow_churn"
+HOURS: Final = "follow_churn.hours"  # the 24-hour window, in hourly rows
 FOLLOWS, UNFOLLOWS, CHURNED, CHURNED_FOLLOWED_BACK = range(4)
 MAX_SAMPLES = 20
+
+
+def windows(settings: DetectionSettings, disorder: Disorder) -> dict[str, BucketSpec]:
+    span_ms = settings.follow_churn.window_seconds * 1000
+    return {HOURS: BucketSpec(HOUR_MS, keep_for(span_ms, HOUR_MS, disorder.lateness_ms), 4)}
+
+
+def churned(config: Config, followed_at: int, unfollowed_at: int) -> bool:
+    """Stage 1 fact: does this unfollow churn the pair (it came soon after the follow)?"""
+    within_ms = config.settings.follow_churn.churn_within_seconds * 1000
+    return 0 <= unfollowed_at - followed_at <= within_ms
 
 
 def detect(ctx: ActorContext) -> None:
     event = ctx.event
     state = ctx.state
-    spec = ctx.config.churn_spec
+    spec = ctx.config.windows[HOURS]
     at = event.occurred_at
     if event.type is EventType.FOLLOW:
         if ctx.started_follow:

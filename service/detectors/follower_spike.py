@@ -23,7 +23,9 @@ from service.core.context import (
     QUALITY_SIGNS,
     AlertIntent,
     Config,
+    Disorder,
     TargetContext,
+    keep_for,
 )
 from service.core.models import Event, EventType, Severity
 from service.core.state import (
@@ -35,12 +37,37 @@ from service.core.state import (
     RECEIVED_FOLLOW,
     ActorState,
 )
-from service.core.windows import DAY_MS, HOUR_MS, WINDOW_1H, WINDOW_7D, add, totals, totals_over
-from service.settings import FollowerSpikeSettings
+from service.core.windows import (
+    DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
+    WINDOW_1H,
+    WINDOW_7D,
+    BucketSpec,
+    add,
+    totals,
+    totals_over,
+)
+from service.settings import DetectionSettings, FollowerSpikeSettings
 
 RULE: Final = "follower_spike"
+LOGIC_VERSION: Final = "1"
+SETTINGS: Final = "follower_spike"
+MINUTES: Final = "follower_spike.minutes"  # the 10-minute window, in 1-minute rows
+QUARTERS: Final = "follower_spike.quarters"  # 1 h, 6 h and 24 h, in 15-minute rows
 FOLLOWS, LOW_QUALITY = 0, 1
 ENGAGING_KINDS = (GIVEN_POST, GIVEN_RETWEET, GIVEN_REPLY, GIVEN_MENTION)
+
+
+def windows(settings: DetectionSettings, disorder: Disorder) -> dict[str, BucketSpec]:
+    spike = settings.follower_spike
+    quarter = 15 * MINUTE_MS
+    return {
+        MINUTES: BucketSpec(
+            MINUTE_MS, keep_for(spike.window_seconds * 1000, MINUTE_MS, disorder.incoming_ms), 2
+        ),
+        QUARTERS: BucketSpec(quarter, keep_for(DAY_MS, quarter, disorder.incoming_ms), 2),
+    }
 
 
 def follower_quality(config: Config, event: Event, actor: ActorState) -> int:
@@ -105,7 +132,7 @@ def detect(ctx: TargetContext) -> None:
         return
     state = ctx.state
     config = ctx.config
-    spec, long_spec = config.spike_spec, config.spike_long_spec
+    spec, long_spec = config.windows[MINUTES], config.windows[QUARTERS]
     settings = config.settings.follower_spike
     at = message.occurred_at
     add(state.spike, spec, at, FOLLOWS)

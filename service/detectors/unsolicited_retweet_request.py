@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from service.core.context import AlertIntent, RequesterContext
+from service.core.context import AlertIntent, Disorder, RequesterContext
 from service.core.models import Severity
+from service.core.windows import BucketSpec
+from service.settings import DetectionSettings
 
 RULE: Final = "unsolicited_retweet_request"
+LOGIC_VERSION: Final = "1"
+SETTINGS: Final = "unsolicited_retweet_request"
+
+
+def windows(settings: DetectionSettings, disorder: Disorder) -> dict[str, BucketSpec]:
+    return {}  # its window is the list of strangers asked
 
 
 def detect(ctx: RequesterContext) -> None:

@@ -1,0 +1,35 @@
+"""The registry is the one place that lists the rules: every rule the alert model names is
+registered once, with its settings section and a logic version, and what it declares is what
+the pipeline's Config holds."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from service.core.context import Config
+from service.core.models import Rule
+from service.detectors import RULES
+from service.settings import DetectionSettings
+
+
+def test_every_alert_rule_is_registered_once() -> None:
+    names = [rule.RULE for rule in RULES]
+    assert sorted(names) == sorted(get_args(Rule))
+
+
+def test_each_rule_names_its_settings_and_windows() -> None:
+    settings = DetectionSettings()
+    config = Config(settings, RULES)
+    for rule in RULES:
+        assert rule.SETTINGS in DetectionSettings.model_fields
+        assert config.rule_versions[rule.RULE].startswith(f"{rule.LOGIC_VERSION}.")
+        for name in rule.windows(settings, config.disorder):
+            assert name.startswith(f"{rule.RULE}.")
+            assert name in config.windows
+
+
+def test_a_threshold_change_moves_only_its_rule_version() -> None:
+    before = Config(DetectionSettings(), RULES).rule_versions
+    changed = DetectionSettings(follow_churn={"min_churned_pairs": 60})
+    after = Config(changed, RULES).rule_versions
+    assert {rule for rule in before if before[rule] != after[rule]} == {"follow_churn"}
