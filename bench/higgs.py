@@ -39,14 +39,28 @@ follows come shortly after one of those (exponential delay, mean 30 min: people 
 they just saw retweeted), which reproduces real attention bursts; the rest, and all follows of
 accounts with no activity, follow the week's overall rhythm (times drawn from the activity
 stream's timestamps: the daily cycle and the 4 July announcement peak). Follow ids are
-`f<A>-<B>`. There are no organic unfollows (the data has none), so follow_churn false alerts
-are zero by construction.
+`f<A>-<B>`. This much is the `plain` model (`--organic plain`, the figures before 2 Dec 2026).
+
+**The harder week** (`--organic harder`, the default) adds what makes false alerts possible:
+- *Follower bursts from retweet cascades.* A retweeter follows the author it retweeted with
+  probability 3 % (`c<A>-<B>`, after an exponential delay, mean 30 min), and each of the
+  retweeter's own followers in the graph fragment follows the author with probability 0.2 %
+  (mean delay 2 h): an author retweeted a thousand times in an hour gains follows by the
+  hundred over the next hours, as real viral accounts do.
+- *Profile snapshots* on 30 % of organic events, one fixed profile per account drawn from
+  skewed distributions: followers and following log-normal (medians 60 and 150, so most
+  accounts follow more than follow them, and some follow ten times more), 6 % never posted,
+  4 % created in the last 30 days. So organic followers show every low-quality sign at
+  realistic rates.
+- *Organic unfollows*: 3 % of organic follows are undone after an exponential delay (mean
+  2 days) if it falls in the week (`u<A>-<B>`).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,13 +68,15 @@ from pathlib import Path
 from random import Random
 from typing import Literal
 
-from service.core.models import Event, EventType
+from service.core.models import ActorSnapshot, Event, EventType
 from service.devtools.generate import REPLY_OPENERS, unused_sentence  # the organic word lists
 
 __all__ = [
     "DEFAULT_DATA_DIR",
     "Activity",
     "Graph",
+    "Harder",
+    "OrganicModel",
     "Row",
     "load_activity",
     "load_graph",
@@ -79,9 +95,25 @@ DAY_MS = 24 * HOUR_MS
 
 _KIND_CODE = {"reply": "re", "retweet": "rt", "mention": "mt"}
 TweetText = Literal["shared", "distinct"]
+OrganicModel = Literal["harder", "plain"]
 
-# (occurred_at ms, event_id, type, actor, target, text): sorted by (ms, event_id).
-Row = tuple[int, str, str, str, str, str | None]
+# (occurred_at ms, event_id, type, actor, target, text, actor snapshot): sorted by (ms, id).
+Row = tuple[int, str, str, str, str, str | None, dict[str, int] | None]
+
+
+@dataclass(frozen=True)
+class Harder:
+    """The harder week's parameters (module docstring)."""
+
+    retweeter_follows: float = 0.03
+    retweeter_follows_delay_ms: int = 30 * MINUTE_MS
+    reach_follows: float = 0.002
+    reach_follows_delay_ms: int = 2 * HOUR_MS
+    snapshot_share: float = 0.3
+    never_posted: float = 0.06
+    new_accounts: float = 0.04
+    unfollow_share: float = 0.03
+    unfollow_delay_ms: int = 2 * DAY_MS
 
 
 @dataclass
@@ -223,7 +255,9 @@ def _activity_rows(activity: Activity, rng: Random, tweet_text: TweetText) -> li
             text = None
             if kind != "retweet":
                 text = shared if shared is not None else texts.tweet(a, [b], kind == "reply")
-            rows.append((t * 1000, f"h{t}-{a}-{b}-{_KIND_CODE[kind]}", kind, str(a), str(b), text))
+            rows.append(
+                (t * 1000, f"h{t}-{a}-{b}-{_KIND_CODE[kind]}", kind, str(a), str(b), text, None)
+            )
         i = j
     return rows
 
@@ -252,8 +286,81 @@ def _follow_rows(
         if not start <= at <= end:
             at = rng.choice(everyone) * 1000 + rng.randrange(1000)
             at = min(at, end)
-        rows.append((at, f"f{a}-{b}", "follow", str(a), str(b), None))
+        rows.append((at, f"f{a}-{b}", "follow", str(a), str(b), None, None))
     return rows
+
+
+def _cascade_rows(activity: Activity, graph: Graph, rng: Random, harder: Harder) -> list[Row]:
+    """Follows that retweets bring the retweeted author: from the retweeters, and from the
+    retweeters' own followers."""
+    followers: dict[int, list[int]] = defaultdict(list)
+    for a, b in graph.edges:
+        followers[b].append(a)
+    seen: set[tuple[int, int]] = set()
+    rows: list[Row] = []
+    end = activity.end_ms
+
+    def follow(a: int, b: int, at: int, prefix: str) -> None:
+        if a != b and at <= end and (a, b) not in seen:
+            seen.add((a, b))
+            rows.append((at, f"{prefix}{a}-{b}", "follow", str(a), str(b), None, None))
+
+    for t, a, b, kind in activity.interactions:
+        if kind != "retweet":
+            continue
+        at = t * 1000
+        if rng.random() < harder.retweeter_follows:
+            follow(a, b, at + int(rng.expovariate(1 / harder.retweeter_follows_delay_ms)), "c")
+        for x in followers.get(a, ()):
+            if rng.random() < harder.reach_follows:
+                follow(x, b, at + int(rng.expovariate(1 / harder.reach_follows_delay_ms)), "c")
+    return rows
+
+
+def _unfollow_rows(follows: list[Row], end_ms: int, rng: Random, harder: Harder) -> list[Row]:
+    rows: list[Row] = []
+    for at, _, _, actor, target, _, _ in follows:
+        if rng.random() < harder.unfollow_share:
+            later = at + int(rng.expovariate(1 / harder.unfollow_delay_ms))
+            if later <= end_ms:
+                rows.append((later, f"u{actor}-{target}", "unfollow", actor, target, None, None))
+    return rows
+
+
+class _Profiles:
+    """One fixed profile per account, drawn from skewed distributions (module docstring)."""
+
+    def __init__(self, seed: int, week_start_ms: int, harder: Harder) -> None:
+        self._seed, self._start, self._harder = seed, week_start_ms, harder
+        self._cache: dict[str, dict[str, int]] = {}
+
+    def of(self, account: str) -> dict[str, int]:
+        profile = self._cache.get(account)
+        if profile is None:
+            rng = Random(f"{self._seed}/profile/{account}")
+            harder = self._harder
+            if rng.random() < harder.new_accounts:
+                age_days = rng.uniform(1, 30)
+            else:
+                # Twitter was six years old in July 2012
+                age_days = min(2_200.0, 30 + rng.lognormvariate(math.log(900), 0.8))
+            posts = (
+                0
+                if rng.random() < harder.never_posted
+                else int(rng.lognormvariate(math.log(800), 1.5))
+            )
+            profile = {
+                "created_at": self._start - int(age_days * DAY_MS),
+                "followers_count": int(rng.lognormvariate(math.log(60), 1.5)),
+                "following_count": int(rng.lognormvariate(math.log(150), 1.2)),
+                "posts_count": posts,
+            }
+            self._cache[account] = profile
+        return profile
+
+
+def _with_snapshots(rows: list[Row], profiles: _Profiles, rng: Random, share: float) -> list[Row]:
+    return [(*row[:6], profiles.of(row[3])) if rng.random() < share else row for row in rows]
 
 
 def organic_rows(
@@ -265,10 +372,13 @@ def organic_rows(
     attention_share: float = 0.5,
     attention_delay_ms: int = 30 * MINUTE_MS,
     tweet_text: TweetText = "shared",
+    model: OrganicModel = "harder",
+    harder: Harder = Harder(),
 ) -> list[Row]:
-    """The untouched week for one seed: real interactions with texts, and organic follows."""
+    """The untouched week for one seed: real interactions with texts, and organic follows
+    (and, in the harder model, cascade follows, unfollows and profile snapshots)."""
     rows = _activity_rows(activity, Random(f"{seed}/higgs-text"), tweet_text)
-    rows += _follow_rows(
+    follows = _follow_rows(
         activity,
         graph,
         Random(f"{seed}/higgs-follows"),
@@ -276,6 +386,16 @@ def organic_rows(
         attention_share,
         attention_delay_ms,
     )
+    if model == "harder":
+        follows += _cascade_rows(activity, graph, Random(f"{seed}/higgs-cascades"), harder)
+        follows += _unfollow_rows(
+            follows, activity.end_ms, Random(f"{seed}/higgs-unfollows"), harder
+        )
+    rows += follows
+    if model == "harder":
+        profiles = _Profiles(seed, activity.start_ms, harder)
+        rng = Random(f"{seed}/higgs-snapshots")
+        rows = _with_snapshots(rows, profiles, rng, harder.snapshot_share)
     rows.sort(key=lambda r: (r[0], r[1]))
     return rows
 
@@ -284,7 +404,7 @@ _TYPES = {kind.value: kind for kind in EventType}
 
 
 def row_event(row: Row) -> Event:
-    at, event_id, kind, actor, target, text = row
+    at, event_id, kind, actor, target, text, snapshot = row
     return Event(
         event_id=event_id,
         type=_TYPES[kind],
@@ -292,4 +412,5 @@ def row_event(row: Row) -> Event:
         target_id=target,
         occurred_at=at,
         text=text,
+        actor=ActorSnapshot(**snapshot) if snapshot is not None else None,
     )

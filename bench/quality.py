@@ -58,6 +58,7 @@ from bench.higgs import (
     HOUR_MS,
     Activity,
     Graph,
+    OrganicModel,
     TweetText,
     load_activity,
     load_graph,
@@ -100,6 +101,7 @@ class Options:
     grid: Grid = field(default_factory=Grid)
     follow_share: float = 0.02
     tweet_text: TweetText = "shared"
+    organic: OrganicModel = "harder"
     warmup_hours: float = 24.0
     data_dir: Path = DEFAULT_DATA_DIR
     midas_rows: int = 2
@@ -399,6 +401,7 @@ def run_seed(
         seed=seed,
         follow_share=options.follow_share,
         tweet_text=options.tweet_text,
+        model=options.organic,
     )
     organic = [row_event(r) for r in rows]
     del rows
@@ -966,6 +969,7 @@ def run_benchmark(options: Options, log: Callable[[str], None] | None = None) ->
             "warmup_hours": options.warmup_hours,
             "follow_share_per_week": options.follow_share,
             "tweet_text": options.tweet_text,
+            "organic": options.organic,
             "grid": options.grid.to_json(),
             "detection_settings": "defaults (service/settings.py)",
             "midas": {
@@ -982,8 +986,14 @@ def run_benchmark(options: Options, log: Callable[[str], None] | None = None) ->
             f"each fragment edge is a follow during the week with probability "
             f"{options.follow_share:g} (x the slice's share of the week); half the follows of "
             f"an account that received engagement come ~30 min after one of those, the rest "
-            f"at times drawn from the activity stream. No profile snapshots, no organic "
-            f"unfollows."
+            f"at times drawn from the activity stream. "
+            + (
+                "Harder week: cascade follows from retweeters and their followers, profile "
+                "snapshots on 30 % of organic events (skewed: some new, never posted, or "
+                "following far more than followed), 3 % of follows undone (bench/higgs.py)."
+                if options.organic == "harder"
+                else "Plain week: no profile snapshots, no cascade follows, no unfollows."
+            )
         ),
         "per_seed": per_seed,
     }
@@ -1004,6 +1014,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--replicates", type=int, help="copies of each attack per seed (2)")
     parser.add_argument("--follow-share", type=float, help="fragment edges followed in the week")
     parser.add_argument("--tweet-text", choices=("shared", "distinct"))
+    parser.add_argument(
+        "--organic", choices=("harder", "plain"), help="the organic week's model (harder)"
+    )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--midas-buckets", type=int)
     parser.add_argument("--midas-alpha", type=float)
@@ -1022,6 +1035,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         changes["follow_share"] = args.follow_share
     if args.tweet_text is not None:
         changes["tweet_text"] = args.tweet_text
+    if args.organic is not None:
+        changes["organic"] = args.organic
     if args.midas_buckets is not None:
         changes["midas_buckets"] = args.midas_buckets
     if args.midas_alpha is not None:
