@@ -149,6 +149,16 @@ class Campaign:
                 revived += 1
         return revived
 
+    def settle(self, timeout: float) -> None:
+        """Until every worker is running and ready (restarting those that end)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.revive()
+            if all(worker.get("/readyz")[0] == 200 for worker in self.workers):
+                return
+            time.sleep(1)
+        raise TimeoutError(f"workers not all ready in {timeout:.0f} s")
+
     def restart(self, index: int) -> None:
         """A new process in the place of a stopped one: the RocksDB worker keeps its data dir,
         the others start afresh (their state is in the changelogs). It is not waited for: one
@@ -407,6 +417,9 @@ def _campaign(options: Options, log: Any) -> dict[str, Any]:
             if producer.error is not None:
                 raise RuntimeError(f"producer failed: {producer.error!r}")
             log("draining …")
+            # Every worker running and ready first: one that ended after the last fault (a
+            # restart is not waited for) would otherwise sit out the drain and the comparison.
+            campaign.settle(options.timeout_seconds)
             wait_drained(
                 kafka.bootstrap_servers,
                 campaign.app_id,
