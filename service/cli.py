@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -48,7 +49,7 @@ def main() -> None:
     """Reciprocity: social-spam detection over follow, retweet, reply and mention streams."""
 
 
-@main.command()
+@main.command(short_help="Detect over a JSON Lines file or stdin, no Kafka.")
 @click.argument("source", default="-", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option(
     "--profile",
@@ -177,7 +178,7 @@ def _print_summary(
         err.print(codes)
 
 
-@main.command()
+@main.command(short_help="Seeded synthetic traffic with spam and near-misses.")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--users", type=int, default=2000, show_default=True)
 @click.option("--hours", type=float, default=24.0, show_default=True)
@@ -234,7 +235,7 @@ def generate(
             write_jsonl((e.to_json() for e in traffic.expected), out)
 
 
-@main.command()
+@main.command(short_help="Broker, worker and traffic on this machine; alerts live.")
 @click.option(
     "--duration",
     type=float,
@@ -267,9 +268,14 @@ def demo(
     run_demo(duration, rate, seed, bootstrap, port, workdir)
 
 
-@main.command()
+@main.command(short_help="Run the streaming worker against Kafka.")
 def worker() -> None:
-    """Run the streaming worker (Faust) against the configured Kafka cluster."""
+    """Run the streaming worker (Faust) against the configured Kafka cluster.
+
+    Every setting is an environment variable RECIPROCITY_<SECTION>__<FIELD> (for example
+    RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS); `reciprocity config` prints them all with their
+    values and where each came from, and the README's Settings section says what each is for.
+    """
     import faust
 
     from service.runtime.kafka_clients import (
@@ -328,7 +334,7 @@ def worker() -> None:
     runner.execute_from_commandline()
 
 
-@main.command()
+@main.command(short_help="Write the topics' JSON Schemas.")
 @click.option(
     "--out",
     "out_dir",
@@ -344,7 +350,7 @@ def schemas(out_dir: Path) -> None:
         click.echo(str(path))
 
 
-@main.command()
+@main.command(short_help="Print the kafka-acls.sh commands the worker needs.")
 @click.option(
     "--principal",
     default="User:reciprocity",
@@ -367,3 +373,75 @@ def acls(principal: str, command_config: str) -> None:
         settings, principal, settings.kafka.bootstrap_servers, command_config
     ):
         click.echo(line)
+
+
+@main.command(short_help="Print the effective configuration and where each value came from.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+def config(as_json: bool) -> None:
+    """Print every setting as VARIABLE=value (secrets masked) with its source (the
+    environment, or the default) as a comment. A bad value ends it non-zero, naming the
+    variable, as it would end the worker."""
+    from service.settings import effective_settings
+
+    lines = effective_settings(load_settings(), os.environ)
+    if as_json:
+        for line in lines:
+            click.echo(orjson.dumps(line.__dict__))
+        return
+    for line in lines:  # as an environment file holds them, the source a comment
+        click.echo(f"{line.variable}={line.value}  # {line.source}")
+
+
+@main.command(short_help="Follow the alerts topic, one readable line per alert.")
+@click.option("--json", "as_json", is_flag=True, help="Pass the alerts through as JSON Lines.")
+@click.option("--rule", "rules", multiple=True, help="Only this rule (repeatable).")
+@click.option("--subject", "subjects", multiple=True, help="Only this subject (repeatable).")
+@click.option(
+    "--min-severity",
+    type=click.Choice(["low", "medium", "high"]),
+    default="low",
+    show_default=True,
+)
+@click.option("--from-beginning", is_flag=True, help="Start at the topic's oldest alert.")
+@click.option("--since", default=None, help="Start this long ago: 30s, 15m, 2h, 1d.")
+@click.option(
+    "--exit", "exit_at_end", is_flag=True, help="Stop at the topic's end instead of following."
+)
+def alerts(
+    as_json: bool,
+    rules: tuple[str, ...],
+    subjects: tuple[str, ...],
+    min_severity: str,
+    from_beginning: bool,
+    since: str | None,
+    exit_at_end: bool,
+) -> None:
+    """Follow the alerts topic (RECIPROCITY_TOPICS__ALERTS on the configured cluster) from now
+    on, or from the beginning, or since a while ago. Each alert is shown once, even when it
+    was published twice."""
+    from service.alert_feed import AlertFilter, alert_line, follow, json_line, since_seconds
+    from service.core.models import Alert, Severity
+
+    settings = load_settings()
+    if from_beginning and since is not None:
+        raise click.UsageError("--from-beginning and --since exclude each other")
+    start: str | float = "earliest" if from_beginning else "latest"
+    if since is not None:
+        try:
+            start = since_seconds(since)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+    keep = AlertFilter(frozenset(rules), frozenset(subjects), Severity(min_severity))
+    out = Console(highlight=False, soft_wrap=True)
+
+    def show(value: bytes, alert: Alert | None) -> None:
+        if as_json:
+            sys.stdout.buffer.write(json_line(value) + b"\n")
+            sys.stdout.flush()
+        elif alert is not None:
+            out.print(alert_line(alert))
+        else:
+            out.print(f"(not an alert) {value[:200]!r}", style="dim")
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a follow
+        asyncio.run(follow(settings, keep, start, exit_at_end, show))

@@ -7,9 +7,12 @@ Each threshold carries a one-line reason. Nested sections reject unknown keys, s
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -469,3 +472,56 @@ def settings_from_environment() -> Settings:
             path = "__".join(str(part) for part in error["loc"]).upper()
             lines.append(f"  RECIPROCITY_{path}: {error['msg']}")
         raise ConfigurationError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+@dataclass(frozen=True)
+class SettingLine:
+    variable: str
+    value: str
+    source: str  # "variable" or "default"
+
+
+def effective_settings(settings: Settings, environ: Mapping[str, str]) -> list[SettingLine]:
+    """Every setting as its variable, its value (secrets masked) and where the value came
+    from: the environment (the variable itself, or a section of it given as JSON) or the
+    default."""
+    present = {name.upper(): value for name, value in environ.items()}
+    lines: list[SettingLine] = []
+
+    def walk(model: BaseModel, path: list[str], from_json: dict[str, Any]) -> None:
+        # `from_json`: what a parent section's JSON variable gave this section
+        in_json = {key.lower(): item for key, item in from_json.items()}
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            variable = "RECIPROCITY_" + "__".join([*path, name]).upper()
+            given = variable in present or name in in_json
+            if isinstance(value, BaseModel):
+                inner = in_json.get(name)
+                section = inner if isinstance(inner, dict) else {}
+                if variable in present:  # a whole section as JSON
+                    parsed = _json_object(present[variable])
+                    section = {**section, **parsed}
+                walk(value, [*path, name], section)
+                continue
+            lines.append(SettingLine(variable, _shown(value), "variable" if given else "default"))
+
+    walk(settings, [], {})
+    return lines
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return "********"
+    if value is None:
+        return "none"
+    if isinstance(value, tuple | list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)

@@ -100,9 +100,52 @@ def test_bad_configuration_names_the_variable() -> None:
     assert "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS" in result.stderr.decode()
 
 
-@pytest.mark.parametrize("command", ["replay", "generate", "schemas", "acls"])
+@pytest.mark.parametrize("command", ["replay", "generate", "schemas", "acls", "config", "worker"])
 def test_help(command: str) -> None:
     assert reciprocity(command, "--help").returncode == 0
+
+
+def test_the_command_list_gives_whole_summaries() -> None:
+    listing = reciprocity("--help").stdout.decode()
+    commands = listing[listing.index("Commands:") :]
+    assert "…" not in commands and "..." not in commands
+    assert "config" in commands
+
+
+def test_worker_help_says_where_its_configuration_comes_from() -> None:
+    text = " ".join(reciprocity("worker", "--help").stdout.decode().split())
+    assert "RECIPROCITY_<SECTION>__<FIELD>" in text
+    assert "reciprocity config" in text
+
+
+def test_config_prints_every_setting_with_its_source_and_masks_secrets() -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RECIPROCITY_WORKER__LOG_LEVEL": "debug",
+        "RECIPROCITY_KAFKA__SASL_PASSWORD": "s3cret-not-shown",
+        "RECIPROCITY_DETECTION__FOLLOW_CHURN": '{"min_churned_pairs": 60}',
+    }
+    result = reciprocity("config", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert "RECIPROCITY_WORKER__LOG_LEVEL=debug  # variable" in lines
+    assert "RECIPROCITY_KAFKA__SASL_PASSWORD=********  # variable" in lines
+    assert "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIRS=60  # variable" in lines
+    assert "RECIPROCITY_DETECTION__FOLLOW_CHURN__WINDOW_SECONDS=86400  # default" in lines
+    assert "RECIPROCITY_TOPICS__ALERTS=social.alerts  # default" in lines
+    assert b"s3cret-not-shown" not in result.stdout + result.stderr
+    as_json = [
+        orjson.loads(line) for line in reciprocity("config", "--json", env=env).stdout.splitlines()
+    ]
+    assert len(as_json) == len(lines)
+    assert {"variable", "value", "source"} == set(as_json[0])
+
+
+def test_config_with_a_bad_value_names_the_variable() -> None:
+    env = {"PATH": "/usr/bin:/bin", "RECIPROCITY_WORKER__WEB_PORT": "http"}
+    result = reciprocity("config", env=env)
+    assert result.returncode != 0
+    assert "RECIPROCITY_WORKER__WEB_PORT" in result.stderr.decode()
 
 
 def test_a_worker_that_cannot_reach_kafka_retries_then_says_why_and_exits() -> None:

@@ -11,7 +11,9 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -84,8 +86,20 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path, timeout: 
     raise TimeoutError(f"the worker was not ready in {timeout:.0f} s; log: {log}")
 
 
+@dataclass
+class Tally:
+    events_sent: int = 0
+    alerts: Counter[str] = field(default_factory=Counter)  # by rule
+
+
 async def stream(
-    bootstrap: str, app_id: str, rate: float, seed: int, duration: float, console: Console
+    bootstrap: str,
+    app_id: str,
+    rate: float,
+    seed: int,
+    duration: float,
+    console: Console,
+    tally: Tally,
 ) -> None:
     events = generate_traffic(seed).events
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
@@ -106,12 +120,14 @@ async def stream(
             await producer.send(
                 f"{app_id}.events", orjson.dumps(event), key=str(event["actor_id"]).encode()
             )
+            tally.events_sent += 1
         await producer.flush()
         console.print(f"[dim]all {len(events):,} generated events sent[/dim]")
 
     async def show() -> None:
         async for message in consumer:
             alert = orjson.loads(message.value)
+            tally.alerts[alert["rule"]] += 1
             style = SEVERITY_STYLE.get(alert["severity"], "")
             console.print(
                 f"[{style}]{alert['severity']:>6}[/{style}] [bold]{alert['rule']}[/bold] "
@@ -136,7 +152,9 @@ async def stream(
 def run_demo(
     duration: float, rate: float, seed: int, bootstrap: str | None, port: int | None, workdir: Path
 ) -> None:
-    console = Console()
+    # Off a terminal (a pipe, a CI log) lines are not wrapped at 80 columns.
+    console = Console(soft_wrap=not sys.stdout.isatty())
+    tally = Tally()
     app_id = f"reciprocity-demo-{uuid.uuid4().hex[:6]}"
     web_port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -153,5 +171,11 @@ def run_demo(
             f"{app_id}.events; alerts from {app_id}.alerts as they arrive. Ctrl-C stops."
         )
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(stream(servers, app_id, rate, seed, duration, console))
-        console.print("stopping …")
+            asyncio.run(stream(servers, app_id, rate, seed, duration, console, tally))
+        by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(tally.alerts.items())) or "none"
+        console.print(
+            f"{tally.events_sent:,} events sent; {sum(tally.alerts.values())} alerts "
+            f"({by_rule}); the worker's log: {workdir / 'worker.log'}. Stopping the worker "
+            "and the broker …"
+        )
+    console.print("stopped.")
