@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 from rich.text import Text
 
@@ -28,6 +29,10 @@ SEVERITY_STYLE = {Severity.LOW: "cyan", Severity.MEDIUM: "yellow", Severity.HIGH
 REMEMBERED_IDS = 100_000
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class NoSuchTopic(RuntimeError):
+    pass
 
 
 def parse_duration(text: str) -> float:
@@ -114,11 +119,7 @@ async def follow(
     await consumer.start()
     try:
         topic = settings.topics.alerts
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
         consumer.assign(tps)
         if start == "earliest":
             await consumer.seek_to_beginning(*tps)
@@ -144,6 +145,19 @@ async def follow(
                     count += 1
     finally:
         await consumer.stop()
+
+
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = sorted(p["partition"] for p in described.get("partitions", ()))
+    if not partitions:
+        raise NoSuchTopic(f"the topic {topic!r} does not exist (RECIPROCITY_TOPICS__ALERTS)")
+    return partitions
 
 
 async def _reached_all(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

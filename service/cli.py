@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -419,7 +418,16 @@ def alerts(
     """Follow the alerts topic (RECIPROCITY_TOPICS__ALERTS on the configured cluster) from now
     on, or from the beginning, or since a while ago. Each alert is shown once, even when it
     was published twice."""
-    from service.alert_feed import AlertFilter, alert_line, follow, json_line, since_seconds
+    from aiokafka.errors import KafkaError
+
+    from service.alert_feed import (
+        AlertFilter,
+        NoSuchTopic,
+        alert_line,
+        follow,
+        json_line,
+        since_seconds,
+    )
     from service.core.models import Alert, Severity
 
     settings = load_settings()
@@ -443,5 +451,13 @@ def alerts(
         else:
             out.print(f"(not an alert) {value[:200]!r}", style="dim")
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a follow
+    try:
         asyncio.run(follow(settings, keep, start, exit_at_end, show))
+    except KeyboardInterrupt:  # Ctrl-C ends a follow
+        return
+    except (NoSuchTopic, KafkaError) as exc:
+        raise click.ClickException(
+            f"{exc} (Kafka at {settings.kafka.bootstrap_servers})"
+            if isinstance(exc, NoSuchTopic)
+            else f"Kafka at {settings.kafka.bootstrap_servers}: {exc}"
+        ) from None
