@@ -95,7 +95,19 @@ class Disk:
 
     @staticmethod
     def can_mount() -> bool:
-        return os.geteuid() == 0
+        """Can this process mount a tmpfs? Root is not enough in a container without the
+        capability, so try a tiny one."""
+        if os.geteuid() != 0:
+            return False
+        with tempfile.TemporaryDirectory(prefix="reciprocity-mount-probe-") as probe:
+            mounted = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", probe],
+                capture_output=True, timeout=30, check=False,
+            )  # fmt: skip
+            if mounted.returncode != 0:
+                return False
+            subprocess.run(["umount", probe], capture_output=True, timeout=30, check=False)
+        return True
 
     def mount(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
