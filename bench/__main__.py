@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -18,6 +20,7 @@ from service.cli import tune_gc, wall_clock_ms
 from service.core.decoding import EventDecoder, Rejection
 from service.core.replay import Replayer
 from service.devtools.generate import generate_traffic
+from service.runtime.tables import ACTOR_CODEC, TARGET_CODEC, Codec
 from service.settings import Settings
 
 
@@ -46,9 +49,19 @@ def replay_throughput(
         "alerts": alerts,
         "seconds": round(elapsed, 3),
         "events_per_second": round(len(lines) / elapsed),
+        # What the worker's changelogs would hold per account, once the stream is replayed.
+        "state_bytes": {
+            "actors": _sizes(replayer.tables.actors.values(), ACTOR_CODEC),
+            "targets": _sizes(replayer.tables.targets.values(), TARGET_CODEC),
+        },
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
+
+
+def _sizes(values: Iterable[object], codec: Codec) -> dict[str, float]:
+    sizes = [len(codec.dumps(value)) for value in values]
+    return {"mean": round(statistics.fmean(sizes)), "max": max(sizes)} if sizes else {}
 
 
 def main() -> None:
@@ -65,6 +78,8 @@ def main() -> None:
         f"{'replay (1 process)':<20} {result['events']:>9,} {result['seconds']:>8} "
         f"{result['events_per_second']:>10,} {result['alerts']:>7}"
     )
+    for table, size in result["state_bytes"].items():  # type: ignore[attr-defined]
+        print(f"state per account, {table}: mean {size['mean']:,} B, max {size['max']:,} B")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     print(f"written to {args.out}")

@@ -7,7 +7,7 @@ Each threshold carries a one-line reason. Nested sections reject unknown keys, s
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -456,6 +456,12 @@ class Settings(BaseSettings):
     detection: DetectionSettings = DetectionSettings()
 
 
+def variable_name(path: Iterable[object]) -> str:
+    """The environment variable of a setting: `("kafka", "bootstrap_servers")` is
+    `RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS`."""
+    return "RECIPROCITY_" + "__".join(str(part) for part in path).upper()
+
+
 class ConfigurationError(ValueError):
     """The environment does not make valid settings; the message names every bad variable."""
 
@@ -469,8 +475,7 @@ def settings_from_environment() -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False):
-            path = "__".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"  RECIPROCITY_{path}: {error['msg']}")
+            lines.append(f"  {variable_name(error['loc'])}: {error['msg']}")
         raise ConfigurationError("invalid configuration:\n" + "\n".join(lines)) from None
 
 
@@ -493,7 +498,7 @@ def effective_settings(settings: Settings, environ: Mapping[str, str]) -> list[S
         in_json = {key.lower(): item for key, item in from_json.items()}
         for name in type(model).model_fields:
             value = getattr(model, name)
-            variable = "RECIPROCITY_" + "__".join([*path, name]).upper()
+            variable = variable_name([*path, name])
             given = variable in present or name in in_json
             if isinstance(value, BaseModel):
                 inner = in_json.get(name)

@@ -111,19 +111,24 @@ class Scale:
     label: str
 
 
-def scales(settings: FollowerSpikeSettings) -> tuple[Scale, ...]:
-    """The windows judged, shortest first: the contract's 10 minutes, then 1 h, 6 h and 24 h
-    for purchases dripped over hours (read from 15-minute rows)."""
-    short = settings.window_seconds * 1000
-    return (
-        Scale(short, settings.min_follows, f"{settings.window_seconds // 60} min"),
-        Scale(HOUR_MS, settings.min_follows_1h, "1 h"),
-        Scale(6 * HOUR_MS, settings.min_follows_6h, "6 h"),
-        Scale(DAY_MS, settings.min_follows_24h, "24 h"),
-    )
-
-
+# The windows read from 15-minute rows, for purchases dripped over hours.
 LONG_SPANS = (HOUR_MS, 6 * HOUR_MS, DAY_MS)
+
+
+def scales(settings: FollowerSpikeSettings) -> tuple[Scale, ...]:
+    """The windows judged, shortest first: the contract's 10 minutes, then `LONG_SPANS`."""
+    floors = (settings.min_follows_1h, settings.min_follows_6h, settings.min_follows_24h)
+    return (
+        Scale(
+            settings.window_seconds * 1000,
+            settings.min_follows,
+            f"{settings.window_seconds // 60} min",
+        ),
+        *(
+            Scale(span, floor, f"{span // HOUR_MS} h")
+            for span, floor in zip(LONG_SPANS, floors, strict=True)
+        ),
+    )
 
 
 def detect(ctx: TargetContext) -> None:

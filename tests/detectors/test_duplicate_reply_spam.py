@@ -186,19 +186,24 @@ def test_normalize_text(raw: str, normalized: str) -> None:
     assert normalize_text(raw) == normalized
 
 
-def test_a_text_stored_before_sends_were_kept_counts_them_from_its_targets() -> None:
-    # State written by the previous version: [hash, sample, targets], no send times.
+def replay_with_texts_cut_to(events: list, kept: int) -> list:
+    """Replay, storing the spammer's texts as an earlier version did (each entry's first
+    `kept` elements) before the last event."""
     replayer = Replayer(DetectionSettings(), lambda: FIXED_NOW)
     alerts = []
-    events = pitch_to(5, 1)
-    for event in events[:4]:
+    for event in events[:-1]:
         alerts += replayer.submit(event)
     state = replayer.tables.actors["spammer"]
     for entry in state.texts:
-        del entry[3:]
+        del entry[kept:]
     replayer.tables.actors["spammer"] = state
-    alerts += replayer.submit(events[4])
-    alerts += replayer.flush()
+    alerts += replayer.submit(events[-1])
+    return alerts + replayer.flush()
+
+
+def test_a_text_stored_before_sends_were_kept_counts_them_from_its_targets() -> None:
+    # State written by the previous version: [hash, sample, targets], no send times.
+    alerts = replay_with_texts_cut_to(pitch_to(5, 1), 3)
     assert summary(alerts) == [(RULE, "spammer", "medium")]
 
 
@@ -234,15 +239,5 @@ def test_similarity_is_the_jaccard_of_word_shingles(a: str, b: str, expected: fl
 
 def test_a_text_stored_before_sketches_were_kept_matches_its_variants() -> None:
     # State written by the previous version: [hash, sample, targets, sends], no sketch.
-    replayer = Replayer(DetectionSettings(), lambda: FIXED_NOW)
-    alerts = []
-    events = variants_to(EARN)
-    for event in events[:4]:
-        alerts += replayer.submit(event)
-    state = replayer.tables.actors["spammer"]
-    for entry in state.texts:
-        del entry[4:]
-    replayer.tables.actors["spammer"] = state
-    alerts += replayer.submit(events[4])
-    alerts += replayer.flush()
+    alerts = replay_with_texts_cut_to(variants_to(EARN), 4)
     assert summary(alerts) == [(RULE, "spammer", "medium")]

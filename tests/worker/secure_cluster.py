@@ -4,13 +4,15 @@ runs) through the administrator's plaintext door."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.devtools.local_kafka import LocalKafka, ensure_kafka_jars
+from service.devtools.local_kafka import BrokerSecurity, LocalKafka, ensure_kafka_jars
 from service.kafka_acls import kafka_acls_arguments, worker_acls
 from service.settings import Settings, TopicSettings, WorkerSettings
 
@@ -149,3 +151,15 @@ def security_env(
             }
         )
     return env
+
+
+@contextlib.contextmanager
+def secure_cluster(directory: Path, client_auth: str = "none") -> Iterator[SecureCluster]:
+    """A local broker with TLS, SASL/SCRAM (`USER`, `PASSWORD`) and ACLs, its certificates
+    made in `directory`; `client_auth="required"` also demands a client certificate."""
+    certificates = make_certificates(directory)
+    security = BrokerSecurity(
+        certificates.broker, certificates.ca, {USER: PASSWORD}, client_auth=client_auth
+    )
+    with LocalKafka(security=security) as kafka:
+        yield SecureCluster(kafka, certificates)

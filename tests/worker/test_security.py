@@ -19,15 +19,14 @@ import orjson
 import pytest
 
 from service.devtools.generate import generate_traffic
-from service.devtools.local_kafka import BrokerSecurity, LocalKafka, free_port
+from service.devtools.local_kafka import free_port
 from service.kafka_acls import worker_acls
 from tests.worker.harness import Worker, create_topics, produce, read_all
 from tests.worker.secure_cluster import (
     PASSWORD,
-    USER,
     SecureCluster,
     grant,
-    make_certificates,
+    secure_cluster,
     security_env,
     settings_for,
     topics_for,
@@ -41,10 +40,8 @@ FAIL_FAST_SECONDS = 20.0
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
-    certificates = make_certificates(tmp_path_factory.mktemp("certificates"))
-    security = BrokerSecurity(certificates.broker, certificates.ca, {USER: PASSWORD})
-    with LocalKafka(security=security) as kafka:
-        yield SecureCluster(kafka, certificates)
+    with secure_cluster(tmp_path_factory.mktemp("certificates")) as cluster:
+        yield cluster
 
 
 @contextlib.contextmanager
@@ -162,12 +159,8 @@ def test_a_missing_acl_ends_the_worker_at_once_naming_what_is_refused(
 
 @pytest.fixture(scope="module")
 def mutual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
-    certificates = make_certificates(tmp_path_factory.mktemp("mutual-certificates"))
-    security = BrokerSecurity(
-        certificates.broker, certificates.ca, {USER: PASSWORD}, client_auth="required"
-    )
-    with LocalKafka(security=security) as kafka:
-        yield SecureCluster(kafka, certificates)
+    with secure_cluster(tmp_path_factory.mktemp("mutual-certificates"), "required") as cluster:
+        yield cluster
 
 
 def client_certificate_env(certificate: Path, key: Path) -> dict[str, str]:

@@ -20,15 +20,14 @@ import pytest
 
 from bench.chaos import compare
 from service.devtools.generate import generate_traffic
-from service.devtools.local_kafka import BrokerSecurity, LocalKafka
 from tests.worker.harness import Worker, create_topics, produce, wait_drained
 from tests.worker.secure_cluster import (
     PASSWORD,
     USER,
     SecureCluster,
     grant,
-    make_certificates,
     run_acl_commands,
+    secure_cluster,
     security_env,
     topics_for,
 )
@@ -41,10 +40,8 @@ MALFORMED = [b"{not json", b'{"event_type": "follow"}', b"\xff\xfe"] * 5
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
-    certificates = make_certificates(tmp_path_factory.mktemp("certificates"))
-    security = BrokerSecurity(certificates.broker, certificates.ca, {USER: PASSWORD})
-    with LocalKafka(security=security) as kafka:
-        yield SecureCluster(kafka, certificates)
+    with secure_cluster(tmp_path_factory.mktemp("certificates")) as cluster:
+        yield cluster
 
 
 def write_acl(topic: str) -> list[str]:
