@@ -391,6 +391,57 @@ def config(as_json: bool) -> None:
         click.echo(f"{line.variable}={line.value}  # {line.source}")
 
 
+@main.group(short_help="Feed the events topic from another network's stream.")
+def bridge() -> None:
+    """Feed the events topic (the first of RECIPROCITY_TOPICS__EVENTS) from another network's
+    public stream, as any producer would: events keyed by actor."""
+
+
+@bridge.command(short_help="Bluesky's Jetstream to the events topic.")
+@click.option(
+    "--url",
+    default=None,
+    help="Jetstream's subscribe URL (default RECIPROCITY_BRIDGE__JETSTREAM_URL).",
+)
+@click.option(
+    "--cursor-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where the cursor is kept (default RECIPROCITY_BRIDGE__CURSOR_PATH).",
+)
+@click.option(
+    "--from-now", is_flag=True, help="Ignore a saved cursor: start at Jetstream's live tail."
+)
+def jetstream(url: str | None, cursor_file: Path | None, from_now: bool) -> None:
+    """Read Bluesky's Jetstream and send follows, unfollows, reposts (as retweets), replies,
+    mentions and posts to the events topic, keyed by actor, until Ctrl-C or SIGTERM.
+
+    It resumes from a cursor saved on disk once Kafka acknowledged the events before it, and
+    reconnects when the connection drops. Metrics on RECIPROCITY_BRIDGE__METRICS_PORT;
+    docs/jetstream-bridge.md says what is mapped and what is not.
+    """
+    from aiokafka.errors import KafkaError
+    from pydantic import ValidationError
+
+    from service.bridge.cursor import CursorFileError
+    from service.bridge.jetstream import BridgeFailure, run_jetstream_bridge, with_overrides
+    from service.runtime.kafka_clients import BrokersUnreachable
+
+    try:
+        settings = with_overrides(load_settings(), url, cursor_file)
+    except ValidationError as exc:
+        reasons = "; ".join(error["msg"] for error in exc.errors(include_url=False))
+        raise click.BadParameter(reasons, param_hint="--url") from None
+    try:
+        asyncio.run(run_jetstream_bridge(settings, from_now))
+    except (BridgeFailure, BrokersUnreachable, CursorFileError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except KafkaError as exc:
+        raise click.ClickException(
+            f"Kafka at {settings.kafka.bootstrap_servers}: {exc!r}".replace("\n", " ")
+        ) from None
+
+
 @main.command(short_help="Follow the alerts topic, one readable line per alert.")
 @click.option("--json", "as_json", is_flag=True, help="Pass the alerts through as JSON Lines.")
 @click.option("--rule", "rules", multiple=True, help="Only this rule (repeatable).")

@@ -439,6 +439,76 @@ class WorkerSettings(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class BridgeSettings(Section):
+    """`reciprocity bridge jetstream`: Bluesky's Jetstream to the events topic."""
+
+    jetstream_url: str = Field(
+        "wss://jetstream2.us-east.bsky.network/subscribe",
+        description="Jetstream's subscribe endpoint (ws:// or wss://); the bridge adds the "
+        "collections it maps and the cursor to its query.",
+    )
+    cursor_path: Path = Field(
+        Path("jetstream.cursor"),
+        description="Where the cursor (time_us of the last frame Kafka acknowledged) is kept, "
+        "so that a restart resumes where the last run's acknowledged events end.",
+    )
+    cursor_rewind_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="A resume starts this far before the saved cursor, as Jetstream's docs "
+        "advise: frames are not strictly in time_us order, and a re-sent event keeps its id.",
+    )
+    follow_store_max: int = Field(
+        500_000,
+        ge=1,
+        description="Follow records remembered (repo and rkey to the followed account, about "
+        "250 bytes each) to turn a follow's delete, which names only its rkey, into an "
+        "unfollow; the oldest is forgotten first.",
+    )
+    max_frame_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=16_777_216,
+        description="Frames larger than this are skipped and counted (Jetstream is asked not "
+        "to send them): a post is a few kilobytes, a larger frame is garbage or abuse.",
+    )
+    reconnect_min_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="First pause before reconnecting to Jetstream; it doubles (with jitter) "
+        "per failed attempt.",
+    )
+    reconnect_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Longest pause between reconnects: an outage is retried for ever, at "
+        "least this often.",
+    )
+    metrics_bind: str = Field(
+        "0.0.0.0", description="Address the bridge's /metrics listens on (all, for scraping)."
+    )
+    metrics_port: int = Field(
+        6067,
+        ge=1,
+        le=65535,
+        description="Port of the bridge's own /metrics (the worker's default is 6066).",
+    )
+
+    @field_validator("jetstream_url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"{value!r} is not a ws:// or wss:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> BridgeSettings:
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ValueError("reconnect_max_seconds must be >= reconnect_min_seconds")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration; environment variables `RECIPROCITY_<SECTION>__<FIELD>`."""
 
@@ -454,6 +524,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     input: InputSettings = InputSettings()
     detection: DetectionSettings = DetectionSettings()
+    bridge: BridgeSettings = BridgeSettings()
 
 
 def variable_name(path: Iterable[object]) -> str:

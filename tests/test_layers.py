@@ -18,6 +18,9 @@ FORBIDDEN = {
                   "faust", "mode", "aiokafka", "prometheus_client"),
     "runtime": ("service.worker", "service.devtools", "service.cli", "faust", "mode"),
     "worker": ("service.devtools", "service.cli"),
+    # A producer beside the worker: the core's models and decoding, the settings, and the
+    # runtime's Kafka client options (one place for security); nothing of Faust.
+    "bridge": ("service.worker", "service.devtools", "service.cli", "faust", "mode"),
 }  # fmt: skip
 
 
