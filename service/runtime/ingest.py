@@ -49,6 +49,8 @@ from service.runtime.stages import IngestStage
 
 log = logging.getLogger(__name__)
 
+HELD_REPORT_SECONDS = 30.0
+
 
 class IngestConsumer(Protocol):
     """What ingest uses of an `aiokafka.AIOKafkaConsumer`."""
@@ -110,6 +112,8 @@ class IngestLoop:
         self._stopping = False
         self.batches = 0
         self.rebalances = 0
+        self._held_since: float | None = None
+        self._held_reported = 0.0
 
     async def run(self) -> None:
         """Until `stop()`; raises if a hand-over fails (nothing of it is committed)."""
@@ -118,6 +122,7 @@ class IngestLoop:
             if self._batches_ahead() >= self._max_ahead:
                 await self._hold_back()
                 continue
+            self._held_since = None
             paused = consumer.paused()
             if paused:
                 consumer.resume(*paused)
@@ -148,6 +153,7 @@ class IngestLoop:
         unpaused = consumer.assignment() - consumer.paused()
         if unpaused:
             consumer.pause(*unpaused)
+        self._report_holding()
         self._room.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._room.wait(), timeout=1.0)
@@ -156,6 +162,30 @@ class IngestLoop:
             async with self._handing_over:
                 await self._hand_over(fetched)
         await self._commit_acknowledged(wait=False)
+
+    def _report_holding(self) -> None:
+        """A hold of more than `HELD_REPORT_SECONDS` is not backpressure but a stall: say what
+        it waits for, once per that many seconds."""
+        now = asyncio.get_running_loop().time()
+        if self._held_since is None:
+            self._held_since = self._held_reported = now
+            return
+        if now - self._held_reported < HELD_REPORT_SECONDS:
+            return
+        self._held_reported = now
+        oldest = self._ahead[0].deliveries if self._ahead else []
+        pending = [d for d in oldest if not self._stage1_done(d)][:5]
+        log.warning(
+            "ingest: held back for %.0f s: %d batches not yet acknowledged, %d acknowledged and "
+            "waiting for stage 1%s",
+            now - self._held_since,
+            len(self._unacknowledged),
+            len(self._ahead),
+            "; the oldest waits for stage-1 "
+            + ", ".join(f"[{d.partition}]@{d.offset}" for d in pending)
+            if pending
+            else "",
+        )
 
     async def _hand_over(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         records: list[Any] = []

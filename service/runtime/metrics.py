@@ -93,6 +93,14 @@ class Metrics:
             ["stage"],
             registry=registry,
         )
+        self.tail_gaps_woken = Counter(
+            "reciprocity_stage_tail_gaps_woken",
+            "Stage partitions whose next message the consumer read or committed past without "
+            "handing it over, with nothing after it to reveal the gap: the stage was sent an "
+            "empty message to read the range back.",
+            ["stage"],
+            registry=registry,
+        )
         self.stage2_waits = Counter(
             "reciprocity_stage2_waits",
             "Stage-2 messages that waited for stage 1 of their partition to catch up in event "
@@ -103,6 +111,12 @@ class Metrics:
             "reciprocity_stage2_waits_stopped",
             "Stage-2 messages whose wait for stage 1 a rebalance or a stop interrupted: left "
             "unapplied, to be read again by the partition's next owner.",
+            registry=registry,
+        )
+        self.stage2_waits_skipped = Counter(
+            "reciprocity_stage2_waits_skipped",
+            "Stage-2 messages applied without a wait because an earlier wait on their partition "
+            "reached its bound and stage 1 of that partition has not moved since (stalled).",
             registry=registry,
         )
         self.partitions_refetched = Counter(

@@ -6,9 +6,11 @@ partition can lag its stage 2 (a restarted worker replays its stage-1 backlog wh
 partitions' forwards keep arriving), and then a friend's request looks like a stranger's.
 So stage 2 waits until stage 1 of its partition has applied events up to the message's event
 time, or has applied all there is so far (nothing newer can come from it yet), or a bound has
-passed. A wait that a rebalance or a stop interrupts ends with the message left unapplied
-(`Wait.STOPPED`): stage 1 is paused then, and applying it would judge on what stage 1 had
-reached by chance; whoever holds the partition next reads the message again.
+passed. Once the bound has passed on a partition, stage 2 does not wait there again until
+stage 1 of that partition moves (`Wait.STALLED`): a stalled stage 1 costs stage 2 one bound,
+not one bound per message. A wait that a rebalance or a stop interrupts ends with the message
+left unapplied (`Wait.STOPPED`): stage 1 is paused then, and applying it would judge on what
+stage 1 had reached by chance; whoever holds the partition next reads the message again.
 
 "All there is so far" is read from offsets, not inferred from quiet: a stage 1 that has not
 fetched yet after a restart or a rebalance is quiet too.
@@ -26,6 +28,7 @@ class Wait(enum.Enum):
     NOT_NEEDED = "not_needed"
     WAITED = "waited"
     STOPPED = "stopped"  # interrupted: leave the message unapplied
+    STALLED = "stalled"  # the bound passed here before, and stage 1 has not moved since
 
 
 class Stage1Input:
@@ -90,15 +93,19 @@ class ActorStageClock:
         self._caught_up = caught_up
         self._poll_s = poll_s
         self._event_ms: dict[int, int] = {}
+        self._moves: dict[int, int] = {}  # partition -> messages stage 1 handled there
+        self._stalled_at: dict[int, int] = {}  # partition -> its moves when the bound passed
         self._advanced = asyncio.Event()
 
     def advance(self, partition: int, newest_event_ms: int) -> None:
         if newest_event_ms > self._event_ms.get(partition, -1):
             self._event_ms[partition] = newest_event_ms
+        self._moves[partition] = self._moves.get(partition, 0) + 1
         self._advanced.set()
 
     def forget(self) -> None:
         self._event_ms.clear()
+        self._stalled_at.clear()
 
     def ready(self, partition: int, event_ms: int, waiting_since: float) -> bool:
         if self._event_ms.get(partition, -1) >= event_ms:
@@ -108,6 +115,8 @@ class ActorStageClock:
     async def wait(self, partition: int, event_ms: int, stop: Callable[[], bool]) -> Wait:
         if event_ms < 0 or self._event_ms.get(partition, -1) >= event_ms:
             return Wait.NOT_NEEDED
+        if self._stalled_at.get(partition) == self._moves.get(partition, 0):
+            return Wait.STALLED
         since = self._clock()
         waited = Wait.NOT_NEEDED
         while not self.ready(partition, event_ms, since):
@@ -119,4 +128,10 @@ class ActorStageClock:
             # fetches), so poll as well.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._advanced.wait(), timeout=self._poll_s)
+        if (
+            self._clock() - since >= self.max_s
+            and self._event_ms.get(partition, -1) < event_ms
+            and not self._caught_up(partition)
+        ):
+            self._stalled_at[partition] = self._moves.get(partition, 0)
         return waited

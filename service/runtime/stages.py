@@ -302,6 +302,8 @@ class TargetStage(_ContainedStage):
             self.metrics.stage2_waits.inc()
         elif waited is Wait.STOPPED:
             self.metrics.stage2_waits_stopped.inc()
+        elif waited is Wait.STALLED:
+            self.metrics.stage2_waits_skipped.inc()
         return waited is not Wait.STOPPED
 
     def apply(self, message: StageInput) -> Outputs:

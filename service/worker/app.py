@@ -60,6 +60,7 @@ from service.worker.workarounds import (
     UnfetchedPartitions,
     active_partitions,
     committed_offsets,
+    fetch_positions,
     refetch,
     with_skipped,
 )
@@ -413,7 +414,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     ):
         app.agent(topic, name=agent_name)(stage_agent(stage))
 
-    tail_gaps = TailGaps()
+    # Seen fetched past for a whole check interval; a stage-2 message may also wait for stage 1
+    # up to its bound before the stage takes the next.
+    tail_gaps = TailGaps(
+        lambda tp: (
+            worker.tail_gap_check_seconds
+            + (worker.stage2_max_wait_seconds if tp.topic == stage_names[1] else 0.0)
+        )
+    )
     stage_by_topic = dict(zip(stage_names, topology.checkpointed, strict=True))
     wake_up_sinks = {name: sink(name) for name in stage_names}
 
@@ -442,14 +450,19 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             )
             refetch(consumer, [tp])
             metrics.partitions_refetched.inc()
-        for tp in tail_gaps.to_wake(committed_offsets(consumer), stage_needs):
+        committed = committed_offsets(consumer)
+        for tp in tail_gaps.to_wake(
+            committed, stage_needs, fetch_positions(consumer, held), time.monotonic()
+        ):
             app.log.warning(
-                "%s[%d]: committed past offset %d, which the stage has not applied; waking it "
+                "%s[%d]: Faust %s past offset %d, which the stage has not applied; waking it "
                 "up to read the range back",
                 tp.topic,
                 tp.partition,
+                "committed" if committed.get(tp, -1) > (stage_needs(tp) or 0) else "fetched",
                 stage_needs(tp),
             )
+            metrics.tail_gaps_woken.labels(stage_by_topic[tp.topic].name).inc()
             await (await wake_up_sinks[tp.topic].send(encode_message([]), None, tp.partition))
 
     @app.task  # type: ignore[untyped-decorator]

@@ -16,7 +16,7 @@ from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 
 from service.runtime.tables import ACTOR_CODEC, KEY_CODEC, RELATION_CODEC, TARGET_CODEC, Codec
-from service.worker.workarounds import PartitionedWrites, use_codecs
+from service.worker.workarounds import PartitionedWrites, keep_memory_offsets, use_codecs
 
 CODEC_NAMES = {
     "actors": "reciprocity_actor_state",
@@ -46,7 +46,8 @@ def register_codecs() -> None:
 
 
 def faust_table(app: Any, name: str, partitions: int) -> Any:
-    return use_codecs(app.Table(name, partitions=partitions), KEY_CODEC_NAME, CODEC_NAMES[name])
+    table = use_codecs(app.Table(name, partitions=partitions), KEY_CODEC_NAME, CODEC_NAMES[name])
+    return keep_memory_offsets(table)
 
 
 class FaustStore:

@@ -11,8 +11,13 @@ its faust-streaming issue or the Faust behaviour it works around.
    again and the re-fetched messages are dropped as old, so a seek could take many retries or
    never land.
    A skipped range at a partition's tail has nothing after it to reveal it: `TailGaps` finds
-   partitions whose committed offset is past the stage's marker, and the stage is sent an
-   empty message there, which wakes it up to read the range back (and is itself skipped).
+   partitions whose committed offset is past the stage's marker, or whose fetch position has
+   been past it for a while (a message fetched and dropped without a commit; or, seen in the
+   two-process benchmark, a partition kept over a rebalance with nothing committed yet, which
+   Faust's seek to the committed offsets leaves where its fetching had got to). Ingest, holding
+   back until stage 1 handles what it sent, then sends nothing after it, and stage 2 waits for
+   stage 1. The stage is sent an empty message there, which wakes it up to read the range
+   back.
 2. Generation checks: a read-back stops as soon as a rebalance starts or the consumer's
    generation changes; whoever owns the partition next finds the same gap from the stored
    marker (`Ownership`).
@@ -47,11 +52,22 @@ its faust-streaming issue or the Faust behaviour it works around.
    `UnfetchedPartitions` finds a stage partition this worker holds that has been out of the
    active set for a minute while the flow runs, and it is put back (a full buffer then only
    makes the fetcher wait, as it does for any partition).
+9. The memory store forgets where its data stands (Faust's `stores/memory.py`:
+   `persisted_offset` "always returns None when using the in-memory store"). Faust's
+   rebalances are eager: every partition is revoked and assigned again, and recovery starts a
+   partition without a persisted offset from the changelog's beginning, so a worker re-read
+   every changelog record of the partitions it kept, with its streams stopped, at each
+   rebalance (about 2,000 records a second here: 7 s for 15,000 records in a two-process
+   benchmark run; minutes for a million accounts). `OffsetKeepingMemoryStore` remembers the
+   offset each partition's data has reached, from the commits (`set_persisted_offset`, as the
+   RocksDB store does) and from recovery's batches, and forgets it when Faust drops the
+   partition's data after a rebalance; a kept partition's recovery then reads only what was
+   written after it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -187,6 +203,65 @@ def use_codecs(table: Any, key_codec: str, value_codec: str) -> Any:
     return table
 
 
+class OffsetKeepingMemoryStore(MemoryStore[Any, Any]):
+    """Faust's memory store with a persisted offset per changelog partition (item 9 above)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._offsets: dict[TP, int] = {}
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        return self._offsets.get(tp)
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        self._offsets[tp] = offset
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[Any],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        events = list(batch)
+        super().apply_changelog_batch(events, to_key, to_value)
+        for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            if offset > self._offsets.get(tp, -1):
+                self._offsets[tp] = offset
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        # Faust drops the data of every partition not active here now: so go their offsets.
+        await super().on_recovery_completed(active_tps, standby_tps)
+        partitions = {partition for _, partition in active_tps}
+        self._offsets = {
+            tp: offset for tp, offset in self._offsets.items() if tp.partition in partitions
+        }
+
+
+def keep_memory_offsets(table: Any) -> Any:
+    """Give a Faust table an `OffsetKeepingMemoryStore` where it would make a memory store."""
+    make_store = table._new_store_by_url
+
+    def new_store_by_url(url: Any) -> Any:
+        if not str(url).startswith("memory:"):
+            return make_store(url)
+        return OffsetKeepingMemoryStore(
+            url,
+            table.app,
+            table,
+            table_name=table.name,
+            key_type=table.key_type,
+            key_serializer=table.key_serializer,
+            value_serializer=table.value_serializer,
+            value_type=table.value_type,
+            loop=table.loop,
+            options=table.options,
+        )
+
+    table._new_store_by_url = new_store_by_url
+    return table
+
+
 class QuietMonitor(Monitor):
     """Faust's Monitor without its per-message and per-event bookkeeping (item 4 above)."""
 
@@ -230,16 +305,30 @@ class QuietMonitor(Monitor):
 
 
 class TailGaps:
-    """Item 1 at a partition's tail: stage partitions where Faust committed past what the stage
-    applied (it acks the messages it skips), each named once per committed offset."""
+    """Item 1 at a partition's tail: stage partitions whose next needed message Faust will not
+    hand to the stage. Either Faust committed past what the stage applied (it acks the
+    messages it skips), named at once, once per committed offset; or Faust's consumer has
+    fetched past it without a commit (a rebalance interrupted its hand-over, or the consumer's
+    position moved on while no offset was committed to seek back to), named once that has
+    lasted its partition's `grace_seconds`: a message fetched and waiting in the stream's
+    buffer looks the same for as long as the stage is busy before it (stage 2 may wait for
+    stage 1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, grace_seconds: Callable[[TP], float]) -> None:
+        self._grace = grace_seconds
         self._woken: dict[TP, int] = {}
+        self._fetched_past_since: dict[TP, tuple[int, float]] = {}  # tp -> (needed, since)
+        self._woken_fetched_past: dict[TP, int] = {}
 
     def to_wake(
-        self, committed: dict[TP, int], next_offset: Callable[[TP], int | None]
+        self,
+        committed: dict[TP, int],
+        next_offset: Callable[[TP], int | None],
+        positions: dict[TP, int] | None = None,
+        now: float = 0.0,
     ) -> list[TP]:
-        """`next_offset`: the offset the stage needs next on a partition it holds, else None."""
+        """`next_offset`: the offset the stage needs next on a partition it holds, else None;
+        `positions`: the consumer's fetch position per partition (the next offset it fetches)."""
         found = []
         for tp, offset in committed.items():
             needed = next_offset(tp)
@@ -247,6 +336,21 @@ class TailGaps:
                 continue
             self._woken[tp] = offset
             found.append(tp)
+        fetched_past = {}
+        for tp, position in (positions or {}).items():
+            needed = next_offset(tp)
+            if needed is not None and tp not in found and position > needed:
+                fetched_past[tp] = needed
+        self._fetched_past_since = {
+            tp: since
+            if (since := self._fetched_past_since.get(tp)) and since[0] == needed
+            else (needed, now)
+            for tp, needed in fetched_past.items()
+        }
+        for tp, (needed, since_s) in self._fetched_past_since.items():
+            if now - since_s >= self._grace(tp) and self._woken_fetched_past.get(tp) != needed:
+                self._woken_fetched_past[tp] = needed
+                found.append(tp)
         return found
 
 
@@ -279,6 +383,21 @@ def refetch(consumer: Any, tps: list[TP]) -> None:
 def active_partitions(consumer: Any) -> set[TP]:
     """The partitions Faust's consumer fetches now (item 8)."""
     return set(consumer._get_active_partitions())
+
+
+def fetch_positions(consumer: Any, partitions: set[TP]) -> dict[TP, int]:
+    """The next offset Faust's consumer fetches per partition, where it has one (item 1)."""
+    subscription = consumer._thread._ensure_consumer()._subscription.subscription
+    assignment = None if subscription is None else subscription.assignment
+    positions = {}
+    for tp in partitions:
+        try:
+            state = assignment.state_value(tp) if assignment is not None else None
+        except (KeyError, AssertionError):
+            continue
+        if state is not None and state.has_valid_position:
+            positions[tp] = int(state.position)
+    return positions
 
 
 def committed_offsets(consumer: Any) -> dict[TP, int]:

@@ -214,6 +214,32 @@ def test_partitions_pause_while_stage1_is_behind_and_polling_goes_on() -> None:
     asyncio.run(run())
 
 
+def test_a_long_hold_is_reported_with_what_it_waits_for(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("service.runtime.ingest.HELD_REPORT_SECONDS", 0.5)
+
+    async def run() -> None:
+        sink = HeldSink()
+        consumer = MemoryConsumer(events(40))
+        loop = IngestLoop(
+            consumer, ingest_stage(sink), max_records=4, max_batches_ahead=2,
+            stage1_done=lambda d: False, fetch_timeout_ms=1,
+        )  # fmt: skip
+        sink.acknowledge_at_once = True  # acknowledged; stage 1 never handles them
+        task = asyncio.create_task(loop.run())
+        await until(lambda: consumer.paused())
+        await until(lambda: "held back" in caplog.text, timeout=3.0)
+        loop.stop()
+        await task
+
+    with caplog.at_level("WARNING", logger="service.runtime.ingest"):
+        asyncio.run(run())
+    # The first batch's stage-1 message went to partition 0, the first message sent.
+    assert "0 batches not yet acknowledged, 2 acknowledged" in caplog.text
+    assert "waits for stage-1 [0]@0" in caplog.text
+
+
 def test_a_reassignment_waits_for_what_was_handed_over_and_commits_it_first() -> None:
     async def run() -> None:
         sink = HeldSink()

@@ -179,3 +179,31 @@ def test_wait_returns_when_stage1_input_is_consumed_without_advancing() -> None:
         return waited
 
     assert asyncio.run(run()) is Wait.WAITED
+
+
+def test_after_the_bound_stage2_does_not_wait_again_until_stage1_moves() -> None:
+    # time  100  stage 2 waits on partition 3 for 9 s; stage 1 there stuck at 5 s
+    #       110  the bound: go (and remember that stage 1 of partition 3 stalled)
+    #       111  the next message of partition 3: no wait (STALLED); partition 4 still waits
+    #       112  stage 1 of partition 3 handles a message: waits resume there
+    async def run() -> list[Wait]:
+        clock = Clock()
+        actor = ActorStageClock(max_s=10.0, clock=clock, caught_up=Input(), poll_s=0.001)
+        actor.advance(3, 5_000)
+        outcomes = []
+
+        async def time_passes() -> None:
+            while True:
+                await asyncio.sleep(0.001)
+                clock.now += 0.5
+
+        ticking = asyncio.create_task(time_passes())
+        outcomes.append(await actor.wait(3, 9_000, lambda: False))  # the bound
+        outcomes.append(await actor.wait(3, 9_500, lambda: False))
+        outcomes.append(await actor.wait(4, 9_500, lambda: False))  # another partition
+        actor.advance(3, 6_000)  # stage 1 of partition 3 moves
+        outcomes.append(await actor.wait(3, 9_500, lambda: False))
+        ticking.cancel()
+        return outcomes
+
+    assert asyncio.run(run()) == [Wait.WAITED, Wait.STALLED, Wait.WAITED, Wait.WAITED]

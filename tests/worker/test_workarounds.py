@@ -102,7 +102,7 @@ def test_a_released_message_leaves_the_pending_set_and_is_acked_with_a_later_one
 def test_a_partition_committed_past_what_its_stage_applied_is_woken_once() -> None:
     stage1, stage2 = TP("stage1", 0), TP("stage2", 3)
     needs = {stage1: 10, stage2: 4}
-    gaps = TailGaps()
+    gaps = TailGaps(grace_seconds=lambda tp: 15)
     # Faust acked (and committed) stage1[0] up to 12, but the stage has applied up to 9 only.
     assert gaps.to_wake({stage1: 12, stage2: 4}, needs.get) == [stage1]
     assert gaps.to_wake({stage1: 12, stage2: 4}, needs.get) == []  # woken already
@@ -110,6 +110,39 @@ def test_a_partition_committed_past_what_its_stage_applied_is_woken_once() -> No
     assert gaps.to_wake({stage1: 12}, needs.get) == []
     assert gaps.to_wake({stage1: 15}, needs.get) == [stage1]  # a new gap
     assert gaps.to_wake({TP("stage3", 0): 7}, needs.get) == []  # not held here
+
+
+def test_a_partition_fetched_past_what_its_stage_needs_is_woken_after_the_grace() -> None:
+    # Faust's consumer fetched stage1[0]@10 (its position is 11) but never handed it to the
+    # stage nor committed it; nothing after it will come. A message fetched and still in the
+    # stream's buffer looks the same until the stage gets to it, hence the grace.
+    stage1 = TP("stage1", 0)
+    needs = {stage1: 10}
+    gaps = TailGaps(grace_seconds=lambda tp: 15)
+
+    def wake(position: int, now: float) -> list[TP]:
+        return gaps.to_wake({}, needs.get, {stage1: position}, now)
+
+    # second 0: fetched up to 10; 14: still; 15: the grace has passed; 20: woken already
+    assert wake(11, now=0) == []
+    assert wake(11, now=14) == []
+    assert wake(11, now=15) == [stage1]
+    assert wake(11, now=20) == []
+    # the stage read it back and the wake-up (11): it needs 12, the consumer fetches 12 next
+    needs[stage1] = 12
+    assert wake(12, now=21) == []
+    assert wake(12, now=99) == []  # nothing fetched past: however long
+    # a message at 12 is fetched and handed over within the grace: not woken
+    assert wake(13, now=100) == []
+    needs[stage1] = 13
+    assert wake(13, now=130) == []
+    # the stage moves while the position stays ahead: each needed offset has its own grace
+    assert wake(20, now=131) == []
+    needs[stage1] = 15
+    assert wake(20, now=145) == []
+    assert wake(20, now=160) == [stage1]
+    # a partition the stage does not hold is never named
+    assert gaps.to_wake({}, needs.get, {TP("stage3", 0): 9}, now=999) == []
 
 
 def test_a_held_partition_left_out_of_fetching_for_the_grace_is_named_once() -> None:
