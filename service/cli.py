@@ -333,7 +333,7 @@ def worker() -> None:
     runner.execute_from_commandline()
 
 
-@main.command(short_help="Write the topics' JSON Schemas.")
+@main.command(short_help="Write the topics' JSON Schemas and AsyncAPI document.")
 @click.option(
     "--out",
     "out_dir",
@@ -342,10 +342,13 @@ def worker() -> None:
     type=click.Path(file_okay=False, path_type=Path),
 )
 def schemas(out_dir: Path) -> None:
-    """Write the JSON Schema of every topic's messages into OUT."""
+    """Write the JSON Schema of every topic's messages into OUT, and asyncapi.yaml, the
+    AsyncAPI 3.0.0 document of the topics built from them (its examples are the golden alert
+    payloads of tests/core/golden/: run it in a source checkout)."""
+    from service.core.asyncapi import write_asyncapi
     from service.core.schemas import write_schemas
 
-    for path in write_schemas(out_dir):
+    for path in [*write_schemas(out_dir), write_asyncapi(out_dir)]:
         click.echo(str(path))
 
 

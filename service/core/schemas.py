@@ -17,15 +17,17 @@ TOPIC_MODELS: dict[str, tuple[type[BaseModel], str]] = {
 }
 
 
+def topic_schema(topic: str) -> dict[str, Any]:
+    """The JSON Schema of one topic's messages (the AsyncAPI document embeds these too)."""
+    model, mode = TOPIC_MODELS[topic]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **model.model_json_schema(mode=mode),  # type: ignore[arg-type]
+    }
+
+
 def topic_schemas() -> dict[str, dict[str, Any]]:
-    schemas: dict[str, dict[str, Any]] = {}
-    for topic, (model, mode) in TOPIC_MODELS.items():
-        schema = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
-        schemas[f"{topic}.schema.json"] = {
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            **schema,
-        }
-    return schemas
+    return {f"{topic}.schema.json": topic_schema(topic) for topic in TOPIC_MODELS}
 
 
 def render(schema: dict[str, Any]) -> bytes:
