@@ -10,16 +10,23 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, get_args
 
 import click
 import orjson
 from rich.console import Console
 from rich.table import Table
 
+from service.core.backtest import RuleComparison, SettingsComparison
 from service.core.decoding import EventDecoder, Rejection
+from service.core.models import Alert, Rule, ShadowAlert
 from service.core.replay import Replayer
-from service.settings import ConfigurationError, Settings, settings_from_environment
+from service.settings import (
+    ConfigurationError,
+    Settings,
+    settings_from_environment,
+    settings_over_environment,
+)
 
 
 def tune_gc() -> None:
@@ -58,17 +65,70 @@ def main() -> None:
     help="Print this account's reciprocity profile at the end (repeatable).",
 )
 @click.option("--quiet", is_flag=True, help="No summary on stderr.")
-def replay(source: str, profile_ids: tuple[str, ...], quiet: bool) -> None:
+@click.option(
+    "--include-shadow",
+    is_flag=True,
+    help='Also print the alerts of rules in shadow mode, each with "mode": "shadow" '
+    "(RECIPROCITY_DETECTION__<RULE>__MODE=shadow; the summary counts them either way).",
+)
+@click.option(
+    "--compare-settings",
+    "other_settings",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="OTHER",
+    help="Backtest a settings change: run the current settings (old) and OTHER layered over "
+    "them (new; a .env file of RECIPROCITY_* lines, or a .json file shaped like the settings) "
+    "over the input in one pass, and print per rule the alerts only one of them raises.",
+)
+@click.option(
+    "--compare-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="With --compare-settings: write every alert of each side to DIR/old.jsonl and "
+    "DIR/new.jsonl.",
+)
+def replay(
+    source: str,
+    profile_ids: tuple[str, ...],
+    quiet: bool,
+    include_shadow: bool,
+    other_settings: Path | None,
+    compare_out: Path | None,
+) -> None:
     """Run the detectors over a JSON Lines file (or - for stdin), no Kafka.
 
     Alerts go to stdout as JSON Lines; rejected lines, a per-rule summary and any requested
-    profiles go to stderr.
+    profiles go to stderr. With --compare-settings, stdout gets the comparison instead (a
+    table on a terminal, plain lines otherwise), shadow alerts included and marked.
     """
     settings = load_settings()
+    if other_settings is None:
+        if compare_out is not None:
+            raise click.UsageError("--compare-out goes with --compare-settings")
+        _replay(source, settings, profile_ids, quiet, include_shadow)
+        return
+    if profile_ids:
+        raise click.UsageError("--profile goes with a replay, not with --compare-settings")
+    try:
+        new = settings_over_environment(other_settings)
+    except ConfigurationError as exc:
+        raise click.ClickException(f"--compare-settings {exc}") from None
+    _compare(source, settings, new, compare_out, quiet)
+
+
+def _replay(
+    source: str,
+    settings: Settings,
+    profile_ids: tuple[str, ...],
+    quiet: bool,
+    include_shadow: bool,
+) -> None:
     tune_gc()
     err = Console(stderr=True)
     decoder = EventDecoder(settings.input, wall_clock_ms)
-    replayer = Replayer(settings.detection, wall_clock_ms)
+    replayer = Replayer(settings.detection, wall_clock_ms, include_shadow=include_shadow)
     rejected: dict[str, int] = {}
     out = sys.stdout.buffer
     started = time.perf_counter()
@@ -78,12 +138,7 @@ def replay(source: str, profile_ids: tuple[str, ...], quiet: bool) -> None:
             lines += 1
             decoded = decoder.decode(line)
             if isinstance(decoded, Rejection):
-                rejected[decoded.code] = rejected.get(decoded.code, 0) + 1
-                err.print(
-                    f"line {number}: {decoded.code}: {decoded.message}",
-                    markup=False,
-                    highlight=False,
-                )
+                _report_rejection(err, number, decoded, rejected)
                 continue
             for alert in replayer.submit(decoded):
                 out.write(orjson.dumps(alert.model_dump(mode="json")) + b"\n")
@@ -92,7 +147,7 @@ def replay(source: str, profile_ids: tuple[str, ...], quiet: bool) -> None:
     out.flush()
     elapsed = time.perf_counter() - started
     if not quiet:
-        _print_summary(err, replayer, rejected, lines, elapsed)
+        _print_summary(err, replayer, rejected, lines, elapsed, include_shadow)
     for account_id in profile_ids:
         err.print_json(orjson.dumps(replayer.profile(account_id)).decode())
 
@@ -139,33 +194,163 @@ def _numbered_lines(stream: BinaryIO, err: Console, source: str) -> Iterator[tup
                 yield number, line
 
 
+def _report_rejection(
+    err: Console, number: int, rejection: Rejection, counts: dict[str, int]
+) -> None:
+    counts[rejection.code] = counts.get(rejection.code, 0) + 1
+    err.print(
+        f"line {number}: {rejection.code}: {rejection.message}", markup=False, highlight=False
+    )
+
+
+def _compare(source: str, old: Settings, new: Settings, out_dir: Path | None, quiet: bool) -> None:
+    tune_gc()
+    err = Console(stderr=True)
+    comparison = SettingsComparison(old.detection, new.detection, wall_clock_ms)
+    old_decoder = EventDecoder(old.input, wall_clock_ms)
+    # Input settings decide what is rejected: decode again only when they differ.
+    new_decoder = None if new.input == old.input else EventDecoder(new.input, wall_clock_ms)
+    rejected: dict[str, int] = {}
+    rejected_new: dict[str, int] = {}
+    started = time.perf_counter()
+    lines = 0
+    with _open_source(source) as stream:
+        for number, line in _numbered_lines(stream, err, source):
+            lines += 1
+            decoded = old_decoder.decode(line)
+            if isinstance(decoded, Rejection):
+                _report_rejection(err, number, decoded, rejected)
+            old_event = None if isinstance(decoded, Rejection) else decoded
+            new_event = old_event
+            if new_decoder is not None:
+                decoded_new = new_decoder.decode(line)
+                if isinstance(decoded_new, Rejection):
+                    rejected_new[decoded_new.code] = rejected_new.get(decoded_new.code, 0) + 1
+                    new_event = None
+                else:
+                    new_event = decoded_new
+            comparison.submit(old_event, new_event)
+    rules = comparison.finish()
+    elapsed = time.perf_counter() - started
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, alerts in (("old", comparison.old_alerts), ("new", comparison.new_alerts)):
+            (out_dir / f"{name}.jsonl").write_bytes(
+                b"".join(orjson.dumps(alert.model_dump(mode="json")) + b"\n" for alert in alerts)
+            )
+    out = Console(highlight=False, soft_wrap=True)
+    old_config, new_config = comparison.old.pipeline.config, comparison.new.pipeline.config
+    headings = {
+        rule.rule: _comparison_heading(
+            rule,
+            (old_config.rule_versions[rule.rule], new_config.rule_versions[rule.rule]),
+            (old_config.modes[rule.rule], new_config.modes[rule.rule]),
+        )
+        for rule in rules
+    }
+    if out.is_terminal:
+        _print_comparison_tables(out, rules, headings)
+    else:
+        _print_comparison_lines(rules, headings)
+    if not quiet:
+        rate = lines / elapsed if elapsed > 0 else 0.0
+        refused = f"{sum(rejected.values()):,} rejected"
+        if new_decoder is not None:
+            refused += f" ({sum(rejected_new.values()):,} with the new input settings)"
+        err.print(
+            f"{lines:,} lines in {elapsed:.2f} s ({rate:,.0f} lines/s) through both settings: "
+            f"{len(comparison.old_alerts):,} alerts old, {len(comparison.new_alerts):,} new; "
+            f"{refused}.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _comparison_heading(
+    rule: RuleComparison, versions: tuple[str, str], modes: tuple[str, str]
+) -> str:
+    version = versions[0] if versions[0] == versions[1] else f"{versions[0]} -> {versions[1]}"
+    mode = modes[0] if modes[0] == modes[1] else f"{modes[0]} -> {modes[1]}"
+    return (
+        f"{rule.rule} ({version}, {mode}): {rule.old} old, {rule.new} new; "
+        f"{rule.same + rule.moved} in both ({rule.moved} raised at another time); "
+        f"{len(rule.only_new)} only new, {len(rule.only_old)} only old"
+    )
+
+
+def _difference_fields(alert: Alert) -> tuple[str, str, str, str, str]:
+    mode = "shadow" if isinstance(alert, ShadowAlert) else "enforce"
+    return alert.severity.value, alert.subject_id, alert.window_start, alert.window_end, mode
+
+
+def _print_comparison_lines(rules: list[RuleComparison], headings: dict[str, str]) -> None:
+    """One line per rule, then one per alert raised by one side only, `+` new, `-` old:
+    `+ RULE SEVERITY SUBJECT WINDOW_START/WINDOW_END MODE`."""
+    lines = []
+    for rule in rules:
+        lines.append(headings[rule.rule])
+        for sign, alerts in (("+", rule.only_new), ("-", rule.only_old)):
+            for alert in alerts:
+                severity, subject, start, end, mode = _difference_fields(alert)
+                lines.append(f"{sign} {rule.rule} {severity} {subject} {start}/{end} {mode}")
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()
+
+
+def _print_comparison_tables(
+    out: Console, rules: list[RuleComparison], headings: dict[str, str]
+) -> None:
+    for rule in rules:
+        if not (rule.only_new or rule.only_old):
+            out.print(headings[rule.rule])
+            continue
+        table = Table(title=headings[rule.rule], title_justify="left")
+        for column in ("", "severity", "subject", "window start", "window end", "mode"):
+            table.add_column(column)
+        for sign, style, alerts in (
+            ("only new", "green", rule.only_new),
+            ("only old", "red", rule.only_old),
+        ):
+            for alert in alerts:
+                table.add_row(sign, *_difference_fields(alert), style=style)
+        out.print(table)
+
+
 def _print_summary(
-    err: Console, replayer: Replayer, rejected: dict[str, int], lines: int, elapsed: float
+    err: Console,
+    replayer: Replayer,
+    rejected: dict[str, int],
+    lines: int,
+    elapsed: float,
+    include_shadow: bool,
 ) -> None:
     stats = replayer.stats
     processed = sum(stats.events_by_type.values())
     rate = lines / elapsed if elapsed > 0 else 0.0
+    shadow = sum(stats.shadow_alerts.values())
+    shadow_note = ""
+    if shadow:
+        printed = "printed, marked" if include_shadow else "not printed: --include-shadow"
+        shadow_note = f" {shadow:,} shadow alerts ({printed})."
     err.print(
         f"{lines:,} lines in {elapsed:.2f} s ({rate:,.0f} lines/s): {processed:,} events counted, "
         f"{stats.outcomes.get('duplicate', 0):,} duplicates, {stats.outcomes.get('late', 0):,} "
         f"late, {sum(rejected.values()):,} rejected; {stats.suppressed:,} repeat alerts "
-        "suppressed inside open episodes.",
+        f"suppressed inside open episodes.{shadow_note}",
         highlight=False,
         soft_wrap=True,
     )
+    modes = replayer.pipeline.config.modes
     table = Table(title="alerts by rule", title_justify="left")
     table.add_column("rule")
+    table.add_column("mode")
     for severity in ("low", "medium", "high"):
         table.add_column(severity, justify="right")
-    rules = (
-        "unsolicited_retweet_request",
-        "follower_spike",
-        "follow_churn",
-        "duplicate_reply_spam",
-    )
-    for rule in rules:
+    for rule in get_args(Rule):
+        # A rule has one mode for the whole replay: its row counts the alerts of that mode.
+        counts = stats.shadow_alerts if modes[rule] == "shadow" else stats.alerts
         table.add_row(
-            rule, *(str(stats.alerts.get((rule, s), 0)) for s in ("low", "medium", "high"))
+            rule, modes[rule], *(str(counts.get((rule, s), 0)) for s in ("low", "medium", "high"))
         )
     err.print(table)
     if rejected:
@@ -315,7 +500,7 @@ def worker() -> None:
         loop.run_until_complete(
             check_access(
                 settings.kafka,
-                [*topics.events, topics.alerts, topics.dead_letters],
+                [*topics.events, topics.alerts, topics.shadow_alerts, topics.dead_letters],
                 [app_id, f"{app_id}-ingest"],
             )
         )
@@ -482,7 +667,7 @@ def alerts(
         json_line,
         since_seconds,
     )
-    from service.core.models import Alert, Severity
+    from service.core.models import Severity
 
     settings = load_settings()
     if from_beginning and since is not None:

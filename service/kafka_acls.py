@@ -7,10 +7,11 @@ Least privilege, from what the worker does:
 - Faust's consumer group `<app_id>` reads the stage topics, and Faust creates, reads and writes
   the topics named `<app_id>-…`: the three stage topics, the table changelogs and its
   assignor's topic;
-- one idempotent producer writes alerts, dead letters, stage messages and changelogs. Since
-  Kafka 3.0 an idempotent producer needs Write on a topic, not IdempotentWrite on the cluster;
-- it creates no other topic when the events, alerts and dead-letter topics exist, and uses no
-  transactions (no transactional id).
+- one idempotent producer writes alerts, shadow alerts, dead letters, stage messages and
+  changelogs. Since Kafka 3.0 an idempotent producer needs Write on a topic, not
+  IdempotentWrite on the cluster;
+- it creates no other topic when the events, alerts, shadow-alerts and dead-letter topics
+  exist, and uses no transactions (no transactional id).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def worker_acls(settings: Settings) -> list[Acl]:
             "stage topics, table changelogs and Faust's assignor topic",
         ),
         Acl("topic", topics.alerts, False, ("Write", "Describe"), "alerts"),
+        Acl(
+            "topic",
+            topics.shadow_alerts,
+            False,
+            ("Write", "Describe"),
+            "shadow alerts (rules in shadow mode)",
+        ),
         Acl("topic", topics.dead_letters, False, ("Write", "Describe"), "dead letters"),
         Acl("group", app_id, False, ("Read", "Describe"), "Faust's consumer group (the stages)"),
         Acl("group", f"{app_id}-ingest", False, ("Read", "Describe"), "ingest's offsets"),

@@ -7,6 +7,7 @@ Each threshold carries a one-line reason. Nested sections reject unknown keys, s
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from service.core.share_request import DEFAULT_NOT_A_REQUEST_PATTERNS, DEFAULT_REQUEST_PATTERNS
 
@@ -88,7 +95,21 @@ class StateSettings(Section):
     )
 
 
-class RetweetRequestSettings(Section):
+RuleMode = Literal["enforce", "shadow", "off"]
+
+
+class RuleSection(Section):
+    """A rule's section: what becomes of its alerts, then its thresholds."""
+
+    mode: RuleMode = Field(
+        "enforce",
+        description="enforce: alerts go to the alerts topic; shadow: computed alike but sent "
+        "only to the shadow topic, to watch a new rule or threshold on live traffic before "
+        "moderators act on it; off: no alerts (its state is still kept, so it resumes warm).",
+    )
+
+
+class RetweetRequestSettings(RuleSection):
     relationship_horizon_days: int = Field(
         90, ge=1, description="Contract: engagement this recent makes two accounts acquainted."
     )
@@ -110,7 +131,7 @@ class RetweetRequestSettings(Section):
     )
 
 
-class FollowerSpikeSettings(Section):
+class FollowerSpikeSettings(RuleSection):
     window_seconds: int = Field(
         600, ge=60, le=3600, description="Contract: bought followers land within minutes."
     )
@@ -172,7 +193,7 @@ class FollowerSpikeSettings(Section):
     )
 
 
-class FollowChurnSettings(Section):
+class FollowChurnSettings(RuleSection):
     churn_within_seconds: int = Field(
         86_400, ge=60, le=86_400, description="Contract: an unfollow within 24 h churns the pair."
     )
@@ -200,7 +221,7 @@ class FollowChurnSettings(Section):
     )
 
 
-class DuplicateReplySettings(Section):
+class DuplicateReplySettings(RuleSection):
     window_seconds: int = Field(
         3600, ge=60, description="Contract: identical texts are compared over 1 h."
     )
@@ -332,13 +353,21 @@ class TopicSettings(Section):
         ("social.events",), description="Input topics; a JSON list or comma-separated names."
     )
     alerts: str = "social.alerts"
+    shadow_alerts: str = Field(
+        "social.alerts.shadow",
+        description="Alerts of rules in shadow mode: kept apart so that no moderation tool "
+        "reading the alerts topic acts on them (same retention as the alerts).",
+    )
     dead_letters: str = "social.events.dlq"
     partitions: int = Field(
         8, ge=1, description="Partitions of the stage topics and tables: the most workers useful."
     )
     replication_factor: int = Field(1, ge=1, description="For topics the service creates.")
     alerts_retention_days: int = Field(
-        30, ge=1, description="Alerts are evidence moderators may revisit for a month."
+        30,
+        ge=1,
+        description="Alerts are evidence moderators may revisit for a month (shadow alerts "
+        "too: a trial is judged over weeks).",
     )
     dead_letters_retention_days: int = Field(
         14, ge=1, description="Long enough to fix a producer and re-drive its messages."
@@ -548,6 +577,99 @@ def settings_from_environment() -> Settings:
         for error in exc.errors(include_url=False):
             lines.append(f"  {variable_name(error['loc'])}: {error['msg']}")
         raise ConfigurationError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+class SettingsOverEnvironment(Settings):
+    """`Settings` whose `.env` file, when one is given (`_env_file`), wins over the environment;
+    pydantic-settings' own order is the other way round. Sources are merged section by section,
+    so what the file does not set stays as the environment says."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, dotenv_settings, env_settings, file_secret_settings
+
+
+# A line of a .env file: NAME=value, optionally after `export`; blank lines and # comments.
+_ENV_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=.*")
+
+
+def settings_over_environment(path: Path) -> Settings:
+    """The environment's settings with the file at `path` layered over them (`replay
+    --compare-settings`): JSON (`.json`), an object shaped like the settings (sections nested,
+    `{"detection": {"follower_spike": {"min_follows": 20}}}`), or else a `.env` file of
+    `RECIPROCITY_*=value` lines, each meaning what the same variable means. What the file gives
+    wins; the rest stays as the environment says. Raises `ConfigurationError` naming the file
+    and each bad field."""
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        # PyYAML is in the development tree only (kubernetes-validate), not a dependency of
+        # the service: a settings file that parsed in a checkout would fail in the image.
+        raise ConfigurationError(
+            f"{path}: YAML settings files are not supported (PyYAML is not a dependency of the "
+            "service): write the same object as JSON, or RECIPROCITY_* lines in a .env file"
+        )
+    try:
+        if suffix == ".json":
+            return SettingsOverEnvironment(**_json_settings_file(path))
+        _check_env_file(path)
+        return SettingsOverEnvironment(_env_file=path, _env_file_encoding="utf-8")
+    except SettingsError as exc:
+        raise ConfigurationError(f"{path}: invalid settings: {exc}") from None
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            loc = error["loc"]
+            if suffix == ".json":
+                field = ".".join(str(part) for part in loc)
+            elif len(loc) == 1 and str(loc[0]) not in Settings.model_fields:
+                field = str(loc[0]).upper()  # a .env line that names no setting, as written
+            else:
+                field = variable_name(loc)
+            lines.append(f"  {field}: {error['msg']}")
+        raise ConfigurationError(f"{path}: invalid settings:\n" + "\n".join(lines)) from None
+
+
+def _json_settings_file(path: Path) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(
+            f"{path}: the settings must be a JSON object of sections, such as "
+            '{"detection": {"follower_spike": {"min_follows": 20}}}'
+        )
+    return parsed
+
+
+def _check_env_file(path: Path) -> None:
+    """Refuse what the .env reader would skip with only a warning: a line that is not
+    NAME=value (a JSON file under another name), or a file that sets nothing of ours."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path}: not UTF-8 text: {exc}") from None
+    ours = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        matched = _ENV_LINE.fullmatch(line)
+        if matched is None:
+            raise ConfigurationError(
+                f"{path}:{number}: not a NAME=value line (a .env file holds RECIPROCITY_* "
+                "variables; a JSON file must end in .json)"
+            )
+        ours += matched.group(1).upper().startswith("RECIPROCITY_")
+    if not ours:
+        raise ConfigurationError(f"{path}: no RECIPROCITY_* setting in it")
 
 
 @dataclass(frozen=True)

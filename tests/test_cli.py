@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -175,7 +178,9 @@ def test_acls_prints_one_kafka_acls_command_per_grant_for_the_configured_names()
     result = reciprocity("acls", "--principal", "User:fw", env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.decode().splitlines()
-    assert len(lines) == 7  # two events topics, the prefix, alerts, dead letters, two groups
+    # two events topics, the prefix, alerts, shadow alerts, dead letters, two groups
+    assert len(lines) == 8
+    assert any(line.endswith("--topic social.alerts.shadow") for line in lines)
     assert all(
         line.startswith("kafka-acls.sh --bootstrap-server kafka-1:9093 --command-config ")
         and "--add --allow-principal User:fw" in line
@@ -184,3 +189,174 @@ def test_acls_prints_one_kafka_acls_command_per_grant_for_the_configured_names()
     assert any("--resource-pattern-type prefixed --topic fraud-watch-" in line for line in lines)
     assert any(line.endswith("--group fraud-watch-ingest") for line in lines)
     assert not any("--cluster" in line or "--transactional-id" in line for line in lines)
+
+
+# -- operating the rules: modes and backtests ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, object]]]:
+    """`reciprocity generate --seed 7`: the traffic file and its expected alerts."""
+    path = tmp_path_factory.mktemp("traffic") / "traffic.jsonl"
+    result = reciprocity("generate", "--seed", "7", "-o", str(path))
+    assert result.returncode == 0, result.stderr.decode()
+    expected = Path(f"{path}.expected.jsonl").read_bytes().splitlines()
+    return path, [orjson.loads(line) for line in expected]
+
+
+def replayed(path: Path, *args: str, **variables: str) -> tuple[list[dict[str, object]], str]:
+    """`reciprocity replay PATH ARGS` with RECIPROCITY_DETECTION__<NAME>=value for each
+    keyword: the alerts printed (detected_at, the wall clock, left out) and stderr."""
+    env = {**os.environ, **{f"RECIPROCITY_DETECTION__{k.upper()}": v for k, v in variables.items()}}
+    result = reciprocity("replay", str(path), *args, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    alerts = [orjson.loads(line) for line in result.stdout.splitlines()]
+    for alert in alerts:
+        del alert["detected_at"]
+    return alerts, result.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def enforced(generated: tuple[Path, list[dict[str, object]]]) -> list[dict[str, object]]:
+    alerts, _ = replayed(generated[0])
+    assert {a["rule"] for a in alerts} == {
+        "unsolicited_retweet_request",
+        "follower_spike",
+        "follow_churn",
+        "duplicate_reply_spam",
+    }
+    return alerts
+
+
+def test_a_rule_turned_off_raises_nothing_and_changes_no_other_alert(
+    generated: tuple[Path, list[dict[str, object]]], enforced: list[dict[str, object]]
+) -> None:
+    alerts, err = replayed(generated[0], "--include-shadow", follower_spike__mode="off")
+    assert [a for a in alerts if a["rule"] == "follower_spike"] == []
+    assert alerts == [a for a in enforced if a["rule"] != "follower_spike"]
+    assert "shadow alerts" not in err
+
+
+def test_a_shadow_rule_is_printed_only_with_include_shadow_and_marked(
+    generated: tuple[Path, list[dict[str, object]]], enforced: list[dict[str, object]]
+) -> None:
+    spikes = [a for a in enforced if a["rule"] == "follower_spike"]
+    others = [a for a in enforced if a["rule"] != "follower_spike"]
+    alerts, err = replayed(generated[0], follower_spike__mode="shadow")
+    assert alerts == others
+    assert f"{len(spikes)} shadow alerts (not printed: --include-shadow)" in err
+    alerts, err = replayed(generated[0], "--include-shadow", follower_spike__mode="shadow")
+    assert [a for a in alerts if "mode" not in a] == others
+    assert [a for a in alerts if "mode" in a] == [{**a, "mode": "shadow"} for a in spikes]
+    assert f"{len(spikes)} shadow alerts (printed, marked)" in err
+    # The summary table gives each rule's mode beside its counts.
+    assert re.search(r"follower_spike\s+│\s+shadow", err), err
+
+
+def only_one_side(
+    old: list[dict[str, object]], new: list[dict[str, object]]
+) -> tuple[Counter[tuple[object, ...]], Counter[tuple[object, ...]]]:
+    """(only new, only old) as (rule, subject, severity) counts of two separate replays."""
+    old_counts = Counter((a["rule"], a["subject_id"], a["severity"]) for a in old)
+    new_counts = Counter((a["rule"], a["subject_id"], a["severity"]) for a in new)
+    return new_counts - old_counts, old_counts - new_counts
+
+
+def listed(lines: list[str], sign: str) -> Counter[tuple[object, ...]]:
+    """The (rule, subject, severity) counts of the comparison's lines starting with `sign`."""
+    fields = [line.split()[1:] for line in lines if line.startswith(f"{sign} ")]
+    return Counter((rule, subject, severity) for rule, severity, subject, *_ in fields)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("lower.env", "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIRS=5\n"),
+        ("lower.json", '{"detection": {"follow_churn": {"min_churned_pairs": 5}}}'),
+    ],
+)
+def test_compare_settings_lists_what_a_lowered_threshold_adds(
+    name: str,
+    content: str,
+    generated: tuple[Path, list[dict[str, object]]],
+    enforced: list[dict[str, object]],
+    tmp_path: Path,
+) -> None:
+    path, expected = generated
+    other = tmp_path / name
+    other.write_text(content)
+    out_dir = tmp_path / "compared"
+    result = reciprocity(
+        "replay", str(path), "--compare-settings", str(other), "--compare-out", str(out_dir)
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    # `+ RULE SEVERITY SUBJECT WINDOW MODE` and `- …`: alerts of one side only.
+    shown = {sign: listed(lines, sign) for sign in "+-"}
+    lowered, _ = replayed(path, follow_churn__min_churned_pairs="5")
+    only_new, only_old = only_one_side(enforced, lowered)
+    assert only_new, "the lower bar must add alerts"
+    assert (shown["+"], shown["-"]) == (only_new, only_old)
+    # Among them, the generator's near-miss of the rule: what the default bar is there for.
+    near_misses = {
+        e["subject_id"] for e in expected if e["rule"] == "follow_churn" and not e["alert"]
+    }
+    assert near_misses and near_misses <= {subject for _, subject, _ in only_new}
+    assert any(line.startswith("follow_churn (") and "-> " in line for line in lines)
+    # Both sides written whole: what each configuration's own replay prints.
+    for side, alone in (("old", enforced), ("new", lowered)):
+        written = [
+            orjson.loads(line) for line in (out_dir / f"{side}.jsonl").read_bytes().splitlines()
+        ]
+        for alert in written:
+            del alert["detected_at"]
+        assert written == alone, side
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "field"),
+    [
+        (
+            "typo.env",
+            "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIR=5\n",
+            "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIR",
+        ),
+        (
+            "bad.json",
+            '{"detection": {"follow_churn": {"min_churned_pairs": "few"}}}',
+            "detection.follow_churn.min_churned_pairs",
+        ),
+    ],
+)
+def test_compare_settings_with_a_bad_file_exits_naming_the_file_and_the_field(
+    name: str, content: str, field: str, tmp_path: Path
+) -> None:
+    other = tmp_path / name
+    other.write_text(content)
+    result = reciprocity("replay", "-", "--compare-settings", str(other), stdin=b"")
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert str(other) in err and field in err
+    assert "Traceback" not in err
+
+
+def test_compare_out_needs_compare_settings(tmp_path: Path) -> None:
+    result = reciprocity("replay", "-", "--compare-out", str(tmp_path), stdin=b"")
+    assert result.returncode == 2
+    assert "--compare-settings" in result.stderr.decode()
+
+
+def test_compare_settings_decodes_again_only_where_the_input_settings_differ(
+    tmp_path: Path,
+) -> None:
+    short = b'{"event_id":"e1","type":"post","actor_id":"a","occurred_at":"2026-01-05T00:00:00Z"}'
+    long = short.replace(b'"e1"', b'"e2"').replace(
+        b'"post"', b'"post","text":"' + b"x" * 300 + b'"'
+    )
+    other = tmp_path / "strict.env"
+    other.write_text("RECIPROCITY_INPUT__MAX_MESSAGE_BYTES=200\n")
+    result = reciprocity(
+        "replay", "-", "--compare-settings", str(other), stdin=short + b"\n" + long + b"\n"
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert "0 rejected (1 with the new input settings)" in result.stderr.decode()

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from service.settings import ConfigurationError, KafkaSettings, settings_from_environment
+from service.core.models import Rule
+from service.settings import (
+    ConfigurationError,
+    DetectionSettings,
+    KafkaSettings,
+    RuleSection,
+    settings_from_environment,
+    settings_over_environment,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +76,125 @@ def test_a_client_certificate_with_its_key_in_the_same_file_is_accepted(tmp_path
     pem.write_text("not read here")
     settings = KafkaSettings(security_protocol="SSL", ssl_certfile=pem)
     assert settings.ssl_keyfile is None
+
+
+# -- rule modes ---------------------------------------------------------------------------------
+
+
+def test_every_rule_has_a_mode_enforced_by_default_with_a_reason() -> None:
+    detection = DetectionSettings()
+    sections = [
+        name for name, field in DetectionSettings.model_fields.items() if name in get_args(Rule)
+    ]
+    assert sorted(sections) == sorted(get_args(Rule))
+    for name in sections:
+        section = getattr(detection, name)
+        assert isinstance(section, RuleSection)
+        assert section.mode == "enforce"
+        assert type(section).model_fields["mode"].description
+
+
+@pytest.mark.parametrize("mode", ["enforce", "shadow", "off"])
+def test_a_mode_comes_from_its_variable(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MODE", mode)
+    settings = settings_from_environment()
+    assert settings.detection.follower_spike.mode == mode
+    assert settings.detection.follow_churn.mode == "enforce"
+
+
+def test_an_unknown_mode_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MODE", "paused")
+    with pytest.raises(ConfigurationError) as refused:
+        settings_from_environment()
+    assert "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MODE" in str(refused.value)
+
+
+# -- another configuration layered over the environment (replay --compare-settings) ------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        (
+            "lower.env",
+            "# a lower bar, on trial\n"
+            "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS=12\n"
+            "export RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MODE=shadow\n"
+            "RECIPROCITY_DETECTION__FOLLOW_CHURN='{\"min_churned_pairs\": 7}'\n",
+        ),
+        (
+            "lower.json",
+            '{"detection": {"follower_spike": {"min_follows": 12, "mode": "shadow"},'
+            ' "follow_churn": {"min_churned_pairs": 7}}}',
+        ),
+    ],
+)
+def test_a_settings_file_wins_over_the_environment_and_leaves_the_rest(
+    name: str, content: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS", "40")
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOWER_SPIKE__WINDOW_SECONDS", "300")
+    monkeypatch.setenv("RECIPROCITY_WORKER__APP_ID", "from-the-environment")
+    path = tmp_path / name
+    path.write_text(content)
+    layered = settings_over_environment(path)
+    spike = layered.detection.follower_spike
+    assert (spike.min_follows, spike.mode) == (12, "shadow")  # the file's
+    assert spike.window_seconds == 300  # the environment's, in the same section
+    assert layered.detection.follow_churn.min_churned_pairs == 7
+    assert layered.worker.app_id == "from-the-environment"
+    # The environment's own settings are untouched.
+    assert settings_from_environment().detection.follower_spike.min_follows == 40
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        (
+            "typo.env",
+            "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLOWS=12\n",
+            ["RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLOWS", "Extra inputs"],
+        ),
+        (
+            "section.env",
+            "RECIPROCITY_DETECTON__FOLLOWER_SPIKE__MIN_FOLLOWS=12\n",
+            ["RECIPROCITY_DETECTON__FOLLOWER_SPIKE__MIN_FOLLOWS"],
+        ),
+        (
+            "value.env",
+            "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MODE=paused\n",
+            ["RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MODE", "'enforce', 'shadow' or 'off'"],
+        ),
+        ("notes.txt", "min_follows: 12\n", [":1: not a NAME=value line"]),
+        (
+            "other.env",
+            "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS=12\nPATH=/bin\n",
+            ["PATH: Extra inputs"],
+        ),
+        ("nothing.env", "# nothing\n", ["no RECIPROCITY_* setting"]),
+        (
+            "value.json",
+            '{"detection": {"follower_spike": {"min_follows": 0}}}',
+            ["detection.follower_spike.min_follows", "greater than or equal to 1"],
+        ),
+        (
+            "order.json",
+            '{"detection": {"unsolicited_retweet_request": {"high_distinct_strangers": 1}}}',
+            ["high_distinct_strangers must be >= medium_distinct_strangers"],
+        ),
+        ("list.json", "[1, 2]", ["must be a JSON object"]),
+        ("broken.json", '{"detection": ', ["not valid JSON"]),
+        ("lower.yaml", "detection: {}\n", ["YAML settings files are not supported"]),
+    ],
+)
+def test_a_bad_settings_file_is_refused_naming_the_file_and_the_field(
+    name: str, content: str, says: list[str], tmp_path: Path
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ConfigurationError) as refused:
+        settings_over_environment(path)
+    message = str(refused.value)
+    assert message.startswith(str(path))
+    for part in says:
+        assert part in message

@@ -24,7 +24,15 @@ import orjson
 
 from service.core.dead_letter import PROCESSING_ERROR, dead_letter
 from service.core.decoding import REJECTION_CODES, EventDecoder, Rejection
-from service.core.models import SCHEMA_VERSION, Alert, DeadLetter, Event, Rule, parse_timestamp_ms
+from service.core.models import (
+    SCHEMA_VERSION,
+    Alert,
+    DeadLetter,
+    Event,
+    Rule,
+    ShadowAlert,
+    parse_timestamp_ms,
+)
 from service.core.schemas import topic_schema
 from service.settings import (
     InputSettings,
@@ -169,6 +177,9 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
         input_settings.dead_letter_keep_bytes,
     )
     codes = ", ".join(f"`{code}`" for code in REJECTION_CODES)
+    # What the golden follower_spike alert would be with the rule in shadow mode.
+    shadow_example = {**golden["follower_spike"][0], "mode": "shadow"}
+    ShadowAlert.model_validate(shadow_example)
 
     def env(*path: str) -> str:
         return f"`{variable_name(path)}`"
@@ -198,8 +209,9 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
                 "\n"
                 "This document is written from the service's point of view: `send` and "
                 "`receive` are what Reciprocity does. Its worker receives events "
-                "(`receiveEvents`) and sends alerts (`sendAlerts`) and dead letters "
-                "(`sendDeadLetters`); `sendEvents` is what every producer does, the package's "
+                "(`receiveEvents`) and sends alerts (`sendAlerts`), the alerts of rules in "
+                "shadow mode (`sendShadowAlerts`) and dead letters (`sendDeadLetters`); "
+                "`sendEvents` is what every producer does, the package's "
                 "own `reciprocity bridge jetstream` and `reciprocity generate --topic` "
                 "included.\n"
                 "\n"
@@ -262,6 +274,20 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
                 "messages": {"alert": {"$ref": "#/components/messages/alert"}},
                 "bindings": channel_binding(topics.alerts, topics.alerts_retention_days),
             },
+            "shadowAlerts": {
+                "address": topics.shadow_alerts,
+                "title": "Shadow alerts",
+                "description": (
+                    "Alerts of rules in shadow mode "
+                    f"({env('detection', '<rule>', 'mode')}=shadow), on their own topic "
+                    f"({env('topics', 'shadow_alerts')}) so that nothing reading the alerts "
+                    "channel acts on them: a rule or threshold on trial. Kept as long as "
+                    f"alerts ({topics.alerts_retention_days} days, "
+                    f"{env('topics', 'alerts_retention_days')})."
+                ),
+                "messages": {"shadowAlert": {"$ref": "#/components/messages/shadowAlert"}},
+                "bindings": channel_binding(topics.shadow_alerts, topics.alerts_retention_days),
+            },
             "deadLetters": {
                 "address": topics.dead_letters,
                 "title": "Dead letters",
@@ -319,6 +345,17 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
                     "stay in order on one partition. A subscriber receives them."
                 ),
                 "messages": [{"$ref": "#/channels/alerts/messages/alert"}],
+            },
+            "sendShadowAlerts": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/shadowAlerts"},
+                "summary": "The worker sends the alerts of rules in shadow mode.",
+                "description": (
+                    "What the alerts channel would carry if those rules were enforced (the "
+                    'same `alert_id`, evidence and episodes), plus `"mode": "shadow"`, '
+                    "keyed by `subject_id`; never sent to the alerts channel."
+                ),
+                "messages": [{"$ref": "#/channels/shadowAlerts/messages/shadowAlert"}],
             },
             "sendDeadLetters": {
                 "action": "send",
@@ -397,6 +434,34 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
                         for alert in alert_examples
                     ),
                 },
+                "shadowAlert": {
+                    "name": "shadowAlert",
+                    "title": "Shadow alert",
+                    "summary": "An alert of a rule in shadow mode.",
+                    "description": (
+                        "An alert as the alerts channel would carry it if the rule were "
+                        "enforced, and one more field, `mode`, always `shadow`. The alerts "
+                        "channel's messages never have it."
+                    ),
+                    "contentType": "application/json",
+                    "payload": {"$ref": f"#/components/schemas/{ShadowAlert.__name__}"},
+                    "bindings": key_binding(
+                        {
+                            "type": "string",
+                            "description": "The alert's `subject_id`, UTF-8.",
+                        }
+                    ),
+                    "examples": [
+                        {
+                            "name": "follower_spike-shadow",
+                            "summary": (
+                                "The follower_spike example, with the rule in shadow mode; key "
+                                f"`{shadow_example['subject_id']}`."
+                            ),
+                            "payload": shadow_example,
+                        }
+                    ],
+                },
                 "deadLetter": {
                     "name": "deadLetter",
                     "title": "Dead letter",
@@ -437,6 +502,7 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
                 {
                     Event.__name__: topic_schema(events_topic),
                     Alert.__name__: topic_schema(topics.alerts),
+                    ShadowAlert.__name__: topic_schema(topics.shadow_alerts),
                     DeadLetter.__name__: topic_schema(topics.dead_letters),
                 }
             ),

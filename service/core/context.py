@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
 from service.core.models import Event, EventType, Rule, Severity
 from service.core.share_request import ShareRequestMatcher
 from service.core.state import (
@@ -23,7 +21,7 @@ from service.core.state import (
     TargetState,
 )
 from service.core.windows import BucketSpec, Levels, timeline_levels
-from service.settings import DetectionSettings
+from service.settings import DetectionSettings, RuleMode, RuleSection
 
 # Signs that a follower looks bought (bit flags carried from stage 1 to stage 2).
 FRESH_ACCOUNT = 1
@@ -122,12 +120,16 @@ class Config:
         self.matcher = ShareRequestMatcher(rt.request_patterns, rt.not_a_request_patterns)
         self.windows: dict[str, BucketSpec] = {}
         self.rule_versions: dict[str, str] = {}
+        self.modes: dict[str, RuleMode] = {}
         for rule in rules:
             self.windows.update(rule.windows(settings, disorder))
-            section: BaseModel = getattr(settings, rule.SETTINGS)
+            section: RuleSection = getattr(settings, rule.SETTINGS)
+            # The mode says where alerts go, not what they are: a shadow alert carries the
+            # version its enforced twin would, and switching modes moves no version.
             self.rule_versions[rule.RULE] = rule_version(
-                rule.LOGIC_VERSION, section.model_dump_json()
+                rule.LOGIC_VERSION, section.model_dump_json(exclude={"mode"})
             )
+            self.modes[rule.RULE] = section.mode
 
 
 def rule_version(logic_version: str, thresholds_json: str) -> str:

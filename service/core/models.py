@@ -245,6 +245,18 @@ class Alert(BaseModel):
     schema_version: int = SCHEMA_VERSION
 
 
+# A class of its own, for the shadow topic alone: the alerts topic's payload stays exactly the
+# fields the contract lists (extra keys forbidden), byte for byte what it was before modes.
+class ShadowAlert(Alert):
+    """An alert of a rule in shadow mode: the alert enforcing it would send, plus `mode`."""
+
+    model_config = ConfigDict(json_schema_extra={"title": "social.alerts.shadow message"})
+
+    mode: Literal["shadow"] = Field(
+        description="Always shadow: no moderation tool should act on this alert."
+    )
+
+
 class DeadLetter(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, json_schema_extra={"title": "social.events.dlq message"}

@@ -9,7 +9,8 @@
 Every stage de-duplicates on the event id in its keyed account's state and ignores events
 older than that account's lateness bound, so at-least-once delivery changes no count. The
 pipeline turns detectors' alert intents into alerts: one per (rule, subject, episode) and
-severity, with an id derived from those alone.
+severity, with an id derived from those alone; the rule's mode (enforce, shadow, off) decides
+only where an alert goes, never what it is.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from hashlib import blake2b
+from typing import Any
 
 from service.core.context import (
     ActorContext,
@@ -29,7 +31,14 @@ from service.core.context import (
     TargetContext,
     TargetMessage,
 )
-from service.core.models import Alert, Event, EventType, Severity, format_timestamp
+from service.core.models import (
+    Alert,
+    Event,
+    EventType,
+    Severity,
+    ShadowAlert,
+    format_timestamp,
+)
 from service.core.state import (
     E_LAST_TRIGGER,
     E_RANK,
@@ -90,7 +99,10 @@ class Outcome(Enum):
 @dataclass(slots=True)
 class StageResult:
     outcome: Outcome
-    alerts: list[Alert] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)  # enforced: for the alerts topic
+    # Of rules in shadow mode: for the shadow topic only. A list of its own, so that a reader
+    # of `alerts` that knows nothing of modes can never publish one as a real alert.
+    shadow_alerts: list[ShadowAlert] = field(default_factory=list)
     suppressed: list[str] = field(default_factory=list)  # rules whose intent an episode absorbed
     forward: TargetMessage | None = None
     stranger_requests: list[StrangerRequest] = field(default_factory=list)
@@ -346,16 +358,28 @@ class Pipeline:
 
     # -- effects ------------------------------------------------------------------------------
     def _apply(self, effects: Effects, episodes: Episodes, result: StageResult) -> None:
+        """Intents to alerts, by their rule's mode. An off rule's detector still ran (its state
+        stays warm, and no other rule's state depends on its mode); its intents are dropped
+        before the episode gate, so they open no episode. A shadow rule goes through the same
+        gate as an enforced one, so it raises the same alerts, only marked and routed apart."""
+        modes = self.config.modes
         for intent in effects.alerts:
-            alert = self._gate(intent, episodes)
-            if alert is None:
+            mode = modes[intent.rule]
+            if mode == "off":
+                continue
+            episode_start = self._gate(intent, episodes)
+            if episode_start is None:
                 result.suppressed.append(intent.rule)
+            elif mode == "shadow":
+                fields = self._alert_fields(intent, episode_start)
+                result.shadow_alerts.append(ShadowAlert(**fields, mode="shadow"))
             else:
-                result.alerts.append(alert)
+                result.alerts.append(Alert(**self._alert_fields(intent, episode_start)))
 
-    def _gate(self, intent: AlertIntent, episodes: Episodes) -> Alert | None:
+    def _gate(self, intent: AlertIntent, episodes: Episodes) -> int | None:
         """One alert per episode and severity: a new episode starts when the rule triggers after
-        a quiet gap; inside an episode only a higher severity is sent."""
+        a quiet gap; inside an episode only a higher severity is sent. Returns the start of the
+        episode to alert for, or None when the episode absorbs the intent."""
         episode = episodes.get(intent.rule)
         rank = intent.severity.rank
         if episode is None or intent.at_ms - episode[E_LAST_TRIGGER] > intent.episode_gap_ms:
@@ -366,22 +390,26 @@ class Pipeline:
             if rank <= episode[E_RANK]:
                 return None
             episode[E_RANK] = rank
-        return self._alert(intent, episode[E_STARTED])
+        return episode[E_STARTED]
 
-    def _alert(self, intent: AlertIntent, episode_start_ms: int) -> Alert:
-        return Alert(
-            alert_id=alert_id(intent.rule, intent.subject_id, intent.severity, episode_start_ms),
-            rule=intent.rule,
-            rule_version=self.config.rule_versions[intent.rule],
-            severity=intent.severity,
-            subject_id=intent.subject_id,
-            related_ids=intent.related_ids[:100],
-            window_start=format_timestamp(intent.window_start_ms),
-            window_end=format_timestamp(intent.window_end_ms),
-            detected_at=format_timestamp(self._clock_ms()),
-            evidence={**intent.evidence, "episode_started_at": format_timestamp(episode_start_ms)},
-            summary=intent.summary,
-        )
+    def _alert_fields(self, intent: AlertIntent, episode_start_ms: int) -> dict[str, Any]:
+        """The fields of the alert for `intent`: the same whatever the rule's mode."""
+        return {
+            "alert_id": alert_id(intent.rule, intent.subject_id, intent.severity, episode_start_ms),
+            "rule": intent.rule,
+            "rule_version": self.config.rule_versions[intent.rule],
+            "severity": intent.severity,
+            "subject_id": intent.subject_id,
+            "related_ids": intent.related_ids[:100],
+            "window_start": format_timestamp(intent.window_start_ms),
+            "window_end": format_timestamp(intent.window_end_ms),
+            "detected_at": format_timestamp(self._clock_ms()),
+            "evidence": {
+                **intent.evidence,
+                "episode_started_at": format_timestamp(episode_start_ms),
+            },
+            "summary": intent.summary,
+        }
 
 
 def alert_id(rule: str, subject_id: str, severity: Severity, episode_start_ms: int) -> str:

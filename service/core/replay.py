@@ -24,13 +24,16 @@ from service.settings import DetectionSettings
 class ReplayStats:
     events_by_type: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
-    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # enforced
+    shadow_alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
     suppressed: int = 0
 
     def count(self, result: StageResult) -> None:
         self.suppressed += len(result.suppressed)
         for alert in result.alerts:
             self.alerts[(alert.rule, alert.severity.value)] += 1
+        for shadow in result.shadow_alerts:
+            self.shadow_alerts[(shadow.rule, shadow.severity.value)] += 1
 
 
 # Enum `.value` is a Python-level property in 3.11: too slow for twice per event.
@@ -39,10 +42,21 @@ _TYPE_NAMES = {kind: kind.value for kind in EventType}
 
 
 class Replayer:
-    def __init__(self, settings: DetectionSettings, clock_ms: Callable[[], int]) -> None:
+    """`submit` and `flush` return the alerts in the order the stages raised them: enforced
+    ones, and with `include_shadow` also the shadow ones (`ShadowAlert`) among them. The stats
+    count both either way."""
+
+    def __init__(
+        self,
+        settings: DetectionSettings,
+        clock_ms: Callable[[], int],
+        *,
+        include_shadow: bool = False,
+    ) -> None:
         self.tables = MemoryTables.empty()
         self.pipeline = Pipeline(settings, self.tables, clock_ms)
         self.stats = ReplayStats()
+        self.include_shadow = include_shadow
         self._lateness_ms = settings.state.allowed_lateness_seconds * 1000
         self._buffer: list[tuple[int, str, int, Event]] = []
         self._sequence = 0
@@ -78,8 +92,9 @@ class Replayer:
         if outcome is Outcome.PROCESSED or outcome is Outcome.SELF_TARGETED:
             stats.events_by_type[_TYPE_NAMES[event.type]] += 1
         alerts = first.alerts
-        if alerts or first.suppressed:
+        if alerts or first.suppressed or first.shadow_alerts:
             stats.count(first)
+            alerts = self._with_shadow(first)
         if first.forward is not None:
             second = self._run_target(first.forward)
             if second:
@@ -90,15 +105,21 @@ class Replayer:
         pipeline = self.pipeline
         second = pipeline.target_stage(message)
         alerts = second.alerts
-        if alerts or second.suppressed:
+        if alerts or second.suppressed or second.shadow_alerts:
             self.stats.count(second)
+            alerts = self._with_shadow(second)
         if second.stranger_requests:
             alerts = list(alerts)
             for request in second.stranger_requests:
                 third = pipeline.requester_stage(request)
                 self.stats.count(third)
-                alerts.extend(third.alerts)
+                alerts.extend(self._with_shadow(third))
         return alerts
+
+    def _with_shadow(self, result: StageResult) -> list[Alert]:
+        if self.include_shadow and result.shadow_alerts:
+            return [*result.alerts, *result.shadow_alerts]
+        return result.alerts
 
     def profile(self, account_id: str) -> dict[str, Any]:
         return profile(

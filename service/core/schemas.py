@@ -8,11 +8,12 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from service.core.models import Alert, DeadLetter, Event
+from service.core.models import Alert, DeadLetter, Event, ShadowAlert
 
 TOPIC_MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "social.events": (Event, "validation"),
     "social.alerts": (Alert, "serialization"),
+    "social.alerts.shadow": (ShadowAlert, "serialization"),
     "social.events.dlq": (DeadLetter, "serialization"),
 }
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from service.core.models import Alert
+from service.core.models import Alert, ShadowAlert
 from service.runtime.framing import (
     MAX_MESSAGE_BYTES,
     Chunk,
@@ -59,6 +59,7 @@ class Outputs:
     """What applying a stage message produced, to be acknowledged before its state is stored."""
 
     alerts: list[Alert] = field(default_factory=list)
+    shadow_alerts: list[ShadowAlert] = field(default_factory=list)  # to the shadow topic only
     forwards: StageOutbox | None = None  # to the next stage
     dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # key, value
 
@@ -78,6 +79,7 @@ class StageLogic(Protocol):
 @dataclass(frozen=True)
 class OutputSinks:
     alerts: Sink
+    shadow_alerts: Sink
     dead_letters: Sink
     next_stage: Forwards | None = None
 
@@ -94,11 +96,11 @@ class Checkpoint:
        overlay (reads see them, the store does not yet); alerts and dead letters are handed to
        their sinks, next-stage chunks to `Forwards`, which sends them at the start of the
        next round of steps 3-5, packed with those of the other messages of that round.
-    3. **Outputs acknowledged.** Alerts, dead letters and next-stage messages are awaited. A
-       crash before this ends re-applies the message: the same outputs again, with the same
-       alert ids and origin, absorbed downstream. Storing the state first would lose them
-       instead: the events would be marked as seen, and a stage that finds only duplicates
-       sends nothing.
+    3. **Outputs acknowledged.** Alerts (shadow alerts to their own topic), dead letters and
+       next-stage messages are awaited. A crash before this ends re-applies the message: the
+       same outputs again, with the same alert ids and origin, absorbed downstream. Storing
+       the state first would lose them instead: the events would be marked as seen, and a
+       stage that finds only duplicates sends nothing.
     4. **State and changelog.** The overlay's changes are sent to the changelogs (relations
        first, then accounts: see `StateTables`), awaited, and stored.
     5. **Progress marker.** `[offset, origins]` is stored and sent to the same changelog, after
@@ -174,9 +176,13 @@ class Checkpoint:
         sinks = self.sinks
         sent: list[Awaitable[Any]] = []
         for alert in outputs.alerts:
-            self.metrics.alerts.labels(alert.rule, alert.severity.value).inc()
+            self.metrics.alerts.labels(alert.rule, alert.severity.value, "enforce").inc()
             key, value = alert_message(alert)
             sent.append(await sinks.alerts.send(value, key))
+        for shadow in outputs.shadow_alerts:
+            self.metrics.alerts.labels(shadow.rule, shadow.severity.value, "shadow").inc()
+            key, value = alert_message(shadow)
+            sent.append(await sinks.shadow_alerts.send(value, key))
         for letter_key, letter in outputs.dead_letters:
             sent.append(await sinks.dead_letters.send(letter, letter_key))
         if outputs.forwards is not None and len(outputs.forwards):

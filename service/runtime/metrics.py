@@ -45,8 +45,9 @@ class Metrics:
         )
         self.alerts = Counter(
             "reciprocity_alerts",
-            "Alerts published, by rule and severity.",
-            ["rule", "severity"],
+            "Alerts published, by rule, severity and mode (enforce: to the alerts topic; "
+            "shadow: to the shadow topic only).",
+            ["rule", "severity", "mode"],
             registry=registry,
         )
         self.suppressed = Counter(

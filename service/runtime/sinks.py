@@ -1,4 +1,5 @@
-"""Where outputs go: alerts, dead letters, next-stage messages and changelog records.
+"""Where outputs go: alerts, shadow alerts, dead letters, next-stage messages and changelog
+records.
 
 A `Sink` takes a message and returns, once it has taken it in order, an awaitable that
 resolves when the message is acknowledged. Kafka in the worker (`KafkaSink`, `KafkaChangelog`,
@@ -31,7 +32,8 @@ class Sink(Protocol):
 
 
 def alert_message(alert: Alert) -> tuple[bytes, bytes]:
-    """Key and value of an alert: keyed by subject, so one account's alerts stay in order."""
+    """Key and value of an alert: keyed by subject, so one account's alerts stay in order. A
+    `ShadowAlert`'s value is the same plus `"mode": "shadow"`."""
     return alert.subject_id.encode(), orjson.dumps(alert.model_dump(mode="json"))
 
 

@@ -148,6 +148,7 @@ class _ContainedStage:
         for rule in result.suppressed:
             self.metrics.suppressed.labels(rule).inc()
         outputs.alerts.extend(result.alerts)
+        outputs.shadow_alerts.extend(result.shadow_alerts)
 
     def contain(
         self, exc: Exception, message: StageInput, item: dict[str, Any], outputs: Outputs

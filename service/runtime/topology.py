@@ -42,6 +42,7 @@ class TopologySinks:
     stage2: Sink
     stage3: Sink
     alerts: Sink
+    shadow_alerts: Sink
     dead_letters: Sink
 
 
@@ -114,7 +115,7 @@ def build_topology(
         return Checkpoint(
             tables,
             ProgressMarkers(table, topic),
-            OutputSinks(sinks.alerts, sinks.dead_letters, forwards),
+            OutputSinks(sinks.alerts, sinks.shadow_alerts, sinks.dead_letters, forwards),
             commits,
             metrics,
         )

@@ -5,7 +5,7 @@ stage of `service.runtime`, and the web views; the delivery protocol itself is t
          │                         actors, relations      targets, relations     actors
          └─(bad)─▶ dead letters        └──────────────┬─────────┴──────────────────┘
                                                       ▼
-                                                   alerts
+                                   alerts (enforced rules), shadow alerts (rules in shadow)
 
 Stage topics, tables and changelogs all have `topics.partitions` partitions and hash keys the
 same way, so an account's actor, target and relation rows live in one partition number and
@@ -208,6 +208,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     alerts_topic = internal_topic(
         topics.alerts, retention=timedelta(days=topics.alerts_retention_days)
     )
+    # Declared whatever the modes: switching a rule to shadow is then a restart with one
+    # variable changed, and a subscriber can attach before the first shadow alert.
+    shadow_alerts_topic = internal_topic(
+        topics.shadow_alerts, retention=timedelta(days=topics.alerts_retention_days)
+    )
     dead_letter_topic = internal_topic(
         topics.dead_letters, retention=timedelta(days=topics.dead_letters_retention_days)
     )
@@ -220,6 +225,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             events_topic,
             *stage_topics,
             alerts_topic,
+            shadow_alerts_topic,
             dead_letter_topic,
             *(table.changelog_topic for table in tables.values()),
         )
@@ -267,6 +273,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             sink(stage_names[1]),
             sink(stage_names[2]),
             sink(topics.alerts),
+            sink(topics.shadow_alerts),
             sink(topics.dead_letters),
         ),
         metrics,
@@ -470,6 +477,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # Nothing consumes these here; declare them so subscribers can attach before the first
         # alert or dead letter exists.
         await alerts_topic.maybe_declare()
+        await shadow_alerts_topic.maybe_declare()
         await dead_letter_topic.maybe_declare()
 
     def stage_lags() -> dict[str, int]:

@@ -313,7 +313,7 @@ def test_the_worker_applies_every_event_and_raises_one_alert(run: Run) -> None:
     assert not any(samples(run.metrics, "reciprocity_events_rejected_total").values())
     assert not any(samples(run.metrics, "reciprocity_events_late_total").values())
     sent = {k: v for k, v in samples(run.metrics, "reciprocity_alerts_total").items() if v}
-    assert sent == {'{rule="follower_spike",severity="medium"}': 1.0}
+    assert sent == {'{mode="enforce",rule="follower_spike",severity="medium"}': 1.0}
     suppressed = samples(run.metrics, "reciprocity_alerts_suppressed_total")
     assert suppressed['{rule="follower_spike"}'] == len(BOUGHT) - FOLLOWERS_IT_TAKES
 

@@ -28,7 +28,7 @@ from service.core.asyncapi import (
     render_yaml,
 )
 from service.core.decoding import INVALID_TYPE
-from service.core.models import Alert, DeadLetter, Event
+from service.core.models import Alert, DeadLetter, Event, ShadowAlert
 from service.core.schemas import topic_schema
 from service.runtime.sinks import alert_message
 from service.settings import KafkaSettings, Settings, TopicSettings, WorkerSettings
@@ -86,6 +86,7 @@ def test_payloads_are_the_published_json_schemas(document: dict[str, Any]) -> No
     for topic, model in (
         ("social.events", Event),
         ("social.alerts", Alert),
+        ("social.alerts.shadow", ShadowAlert),
         ("social.events.dlq", DeadLetter),
     ):
         published = json.loads((SCHEMAS / f"{topic}.schema.json").read_text())
@@ -99,6 +100,7 @@ def test_payloads_are_the_published_json_schemas(document: dict[str, Any]) -> No
     assert {name: message["payload"] for name, message in messages.items()} == {
         "event": {"$ref": "#/components/schemas/Event"},
         "alert": {"$ref": "#/components/schemas/Alert"},
+        "shadowAlert": {"$ref": "#/components/schemas/ShadowAlert"},
         "deadLetter": {"$ref": "#/components/schemas/DeadLetter"},
     }
 
@@ -111,6 +113,7 @@ def test_channels_are_the_default_topics_and_operations_what_the_worker_does(
     assert {name: channel["address"] for name, channel in channels.items()} == {
         "events": topics.events[0],
         "alerts": topics.alerts,
+        "shadowAlerts": topics.shadow_alerts,
         "deadLetters": topics.dead_letters,
     }
     assert {
@@ -120,6 +123,7 @@ def test_channels_are_the_default_topics_and_operations_what_the_worker_does(
         "sendEvents": ("send", "#/channels/events"),
         "receiveEvents": ("receive", "#/channels/events"),
         "sendAlerts": ("send", "#/channels/alerts"),
+        "sendShadowAlerts": ("send", "#/channels/shadowAlerts"),
         "sendDeadLetters": ("send", "#/channels/deadLetters"),
     }
     group = document["operations"]["receiveEvents"]["bindings"]["kafka"]["groupId"]
@@ -156,6 +160,7 @@ def example_payloads(document: dict[str, Any], message: str) -> list[dict[str, A
     [
         ("event", Event, "social.events.schema.json"),
         ("alert", Alert, "social.alerts.schema.json"),
+        ("shadowAlert", ShadowAlert, "social.alerts.shadow.schema.json"),
         ("deadLetter", DeadLetter, "social.events.dlq.schema.json"),
     ],
 )
@@ -200,6 +205,19 @@ def test_the_event_example_is_the_event_behind_the_golden_alert(
         if alert["rule"] == "duplicate_reply_spam"
     )
     assert example["event_id"] == cited_by["evidence"]["sample_event_ids"][0]
+
+
+def test_the_shadow_alert_example_is_a_golden_alert_plus_its_mode(
+    document: dict[str, Any],
+) -> None:
+    (example,) = example_payloads(document, "shadowAlert")
+    assert example["mode"] == "shadow"
+    alert = {key: value for key, value in example.items() if key != "mode"}
+    assert alert in example_payloads(document, "alert")
+    # The alerts topic's schema has no room for the key: a shadow alert is never an alert.
+    alert_schema = json.loads((SCHEMAS / "social.alerts.schema.json").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(example, alert_schema)
 
 
 def test_the_dead_letter_example_is_the_event_example_with_an_unknown_type(

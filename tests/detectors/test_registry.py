@@ -33,3 +33,14 @@ def test_a_threshold_change_moves_only_its_rule_version() -> None:
     changed = DetectionSettings(follow_churn={"min_churned_pairs": 60})
     after = Config(changed, RULES).rule_versions
     assert {rule for rule in before if before[rule] != after[rule]} == {"follow_churn"}
+
+
+def test_a_mode_change_moves_no_rule_version() -> None:
+    # A shadow alert must carry the version its enforced twin would, and switching a rule
+    # between modes is no change of logic or threshold.
+    before = Config(DetectionSettings(), RULES)
+    for mode in ("shadow", "off"):
+        changed = DetectionSettings(follower_spike={"mode": mode}, follow_churn={"mode": mode})
+        after = Config(changed, RULES)
+        assert after.rule_versions == before.rule_versions
+        assert after.modes == {**before.modes, "follower_spike": mode, "follow_churn": mode}

@@ -5,6 +5,7 @@ and finishes the stream. Alerts and every account's counts must equal a replay."
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from functools import cache
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.core.decoding import EventDecoder, Rejection
+from service.core.models import ShadowAlert
 from service.core.replay import Replayer
 from service.devtools.generate import generate_traffic
 from service.runtime.checkpoint import (
@@ -28,7 +30,7 @@ from service.runtime.framing import Chunk, Origin, StageOutbox, decode_message, 
 from service.runtime.metrics import Metrics
 from service.runtime.progress import ProgressMarkers
 from service.runtime.sinks import ListSink
-from service.settings import Settings, TopicSettings
+from service.settings import DetectionSettings, Settings, TopicSettings
 from tests.runtime.test_tables import state_tables
 from tests.runtime.twin import Fault, MemoryRecord, TwinWorld
 
@@ -178,7 +180,7 @@ def checkpoint_on_twins() -> tuple[Checkpoint, ListSink, CommitQueue]:
     checkpoint = Checkpoint(
         tables,
         ProgressMarkers(tables.actors, "in"),
-        OutputSinks(ListSink(), ListSink(), forwards),
+        OutputSinks(ListSink(), ListSink(), ListSink(), forwards),
         queue,
         metrics,
     )
@@ -268,3 +270,74 @@ def test_a_forward_that_cannot_be_sent_fails_the_round_and_every_message_in_it()
 
     failures = asyncio.run(run())
     assert all(isinstance(failure, CompletionFailed) for failure in failures)
+
+
+# -- shadow mode: the same alerts, to their own topic --------------------------------------------
+
+SHADOW = DetectionSettings(follower_spike={"mode": "shadow"})
+
+
+@cache
+def shadow_expected() -> frozenset[tuple[str, str, str, str]]:
+    """What replay raises with follower_spike in shadow mode: its shadow alerts."""
+    lines, _, _ = traffic()
+    decoder = EventDecoder(Settings().input, lambda: 2**62)
+    replayer = Replayer(SHADOW, lambda: 0, include_shadow=True)
+    alerts = []
+    for line in lines:
+        event = decoder.decode(line)
+        assert not isinstance(event, Rejection)
+        alerts.extend(replayer.submit(event))
+    alerts.extend(replayer.flush())
+    shadow = [a for a in alerts if isinstance(a, ShadowAlert)]
+    assert shadow, "the traffic must raise follower_spike"
+    return frozenset((a.rule, a.subject_id, a.severity.value, a.alert_id) for a in shadow)
+
+
+def run_shadow(fault: Fault | None, persistent: bool = False) -> TwinWorld:
+    lines, _, _ = traffic()
+    # One partition: alert ids then equal replay's exactly (see run).
+    settings = Settings(detection=SHADOW, topics=TopicSettings(partitions=1))
+    world = TwinWorld(settings, lines, persistent)
+    asyncio.run(world.run(fault))
+    return world
+
+
+def test_a_shadow_rules_alerts_go_to_the_shadow_topic_only_counted_by_mode() -> None:
+    _, _, expected = traffic()
+    world = run_shadow(None)
+    enforced = {
+        (a["rule"], a["subject_id"], a["severity"], a["alert_id"]) for a in world.alerts_sent()
+    }
+    assert enforced == {a for a in expected if a[0] != "follower_spike"}
+    shadow = world.shadow_alerts_sent()
+    assert {a["mode"] for a in shadow} == {"shadow"}
+    assert {(a["rule"], a["subject_id"], a["severity"], a["alert_id"]) for a in shadow} == (
+        shadow_expected()
+    )
+    # The ids enforcing would give: the shadow topic holds what the alerts topic would have.
+    assert shadow_expected() == {a for a in expected if a[0] == "follower_spike"}
+    samples = {
+        (sample.labels["rule"], sample.labels["severity"], sample.labels["mode"]): sample.value
+        for metric in world.metrics.registry.collect()
+        if metric.name == "reciprocity_alerts"
+        for sample in metric.samples
+        if sample.name == "reciprocity_alerts_total"
+    }
+    assert {key: n for key, n in samples.items() if key[0] == "follower_spike"} == {
+        ("follower_spike", severity, "shadow"): float(n)
+        for severity, n in Counter(a[2] for a in shadow_expected()).items()
+    }
+    assert {mode for (_, _, mode), n in samples.items() if n} == {"enforce", "shadow"}
+
+
+@pytest.mark.parametrize("delivered", [False, True], ids=["lost", "sent-not-acked"])
+def test_a_crash_at_a_shadow_alert_loses_none(delivered: bool) -> None:
+    fault = Fault("shadow_alerts", 1, delivered)
+    world = run_shadow(fault, persistent=True)
+    assert fault.fired and world.restarts == 1
+    shadow = {
+        (a["rule"], a["subject_id"], a["severity"], a["alert_id"])
+        for a in world.shadow_alerts_sent()
+    }
+    assert shadow == shadow_expected()

@@ -50,9 +50,10 @@ class Crash(Exception):
 
 @dataclass
 class Fault:
-    """Crash at the `nth` send to `target` ("alerts", "dead_letters", "stage1".."stage3",
-    "changelog:<table>" for state records, "marker:<table>" for progress markers). `delivered`:
-    the message reached the broker but its acknowledgement did not reach us."""
+    """Crash at the `nth` send to `target` ("alerts", "shadow_alerts", "dead_letters",
+    "stage1".."stage3", "changelog:<table>" for state records, "marker:<table>" for progress
+    markers). `delivered`: the message reached the broker but its acknowledgement did not reach
+    us."""
 
     target: str
     nth: int
@@ -193,6 +194,7 @@ class TwinWorld:
             name: MemoryTopic(name, partitions) for name in ("stage1", "stage2", "stage3")
         }
         self.alerts = MemoryTopic("alerts", 1)
+        self.shadow_alerts = MemoryTopic("shadow_alerts", 1)
         self.dead_letters = MemoryTopic("dead_letters", 1)
         self.changelogs = {name: MemoryChangelogTopic(name, partitions) for name in TABLES}
         self.persistent = persistent
@@ -203,7 +205,8 @@ class TwinWorld:
         self.restarts = 0
 
     def arm(self, fault: Fault | None) -> None:
-        for topic in [*self.topics.values(), self.alerts, self.dead_letters, self.events]:
+        outputs = [self.alerts, self.shadow_alerts, self.dead_letters]
+        for topic in [*self.topics.values(), *outputs, self.events]:
             topic.fault = fault
         for changelog in self.changelogs.values():
             changelog.fault = fault
@@ -229,6 +232,7 @@ class TwinWorld:
                 self.topics["stage2"],
                 self.topics["stage3"],
                 self.alerts,
+                self.shadow_alerts,
                 self.dead_letters,
             ),
             self.metrics,
@@ -309,6 +313,9 @@ class TwinWorld:
 
     def alerts_sent(self) -> list[dict[str, Any]]:
         return [orjson.loads(value) for value in self.alerts.values()]
+
+    def shadow_alerts_sent(self) -> list[dict[str, Any]]:
+        return [orjson.loads(value) for value in self.shadow_alerts.values()]
 
     def profiles(
         self, accounts: list[str], now_ms: int, from_changelog: bool = False

@@ -48,6 +48,10 @@ class Worker:
             "RECIPROCITY_WORKER__LOG_LEVEL": "warning",
             "RECIPROCITY_TOPICS__EVENTS": topics["events"],
             "RECIPROCITY_TOPICS__ALERTS": topics["alerts"],
+            # A test's own shadow topic, unless it names one: never the shared default.
+            "RECIPROCITY_TOPICS__SHADOW_ALERTS": topics.get(
+                "shadow_alerts", f"{topics['alerts']}.shadow"
+            ),
             "RECIPROCITY_TOPICS__DEAD_LETTERS": topics["dead_letters"],
             "RECIPROCITY_TOPICS__PARTITIONS": str(partitions),
             # Generated traffic packs a week into seconds, so one default ingest batch (4,000

@@ -104,6 +104,7 @@ def topics_for(suffix: str) -> dict[str, str]:
     return {
         "events": f"events-{suffix}",
         "alerts": f"alerts-{suffix}",
+        "shadow_alerts": f"alerts-{suffix}.shadow",
         "dead_letters": f"dlq-{suffix}",
     }
 
@@ -112,7 +113,10 @@ def settings_for(app_id: str, topics: dict[str, str]) -> Settings:
     return Settings(
         worker=WorkerSettings(app_id=app_id),
         topics=TopicSettings(
-            events=(topics["events"],), alerts=topics["alerts"], dead_letters=topics["dead_letters"]
+            events=(topics["events"],),
+            alerts=topics["alerts"],
+            shadow_alerts=topics["shadow_alerts"],
+            dead_letters=topics["dead_letters"],
         ),
     )
 

@@ -231,9 +231,9 @@ def test_metrics_count_what_was_processed(run: Run) -> None:
     assert 'reciprocity_events_rejected_total{code="invalid_json"} 1.0' in text
     for alert in run.replay_alerts:
         assert (
-            f'reciprocity_alerts_total{{rule="{alert.rule}",severity="{alert.severity.value}"'
-            in text
-        )
+            f'reciprocity_alerts_total{{mode="enforce",rule="{alert.rule}",'
+            f'severity="{alert.severity.value}"}}'
+        ) in text
 
 
 def test_metrics_pass_promtool(run: Run) -> None:

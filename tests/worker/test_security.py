@@ -128,7 +128,11 @@ def test_a_refused_connection_ends_the_worker_at_once_naming_the_cause(
     assert PASSWORD not in output
 
 
-@pytest.mark.parametrize("leave_out", range(6), ids=lambda index: f"acl{index}")
+@pytest.mark.parametrize(
+    "leave_out",
+    range(len(worker_acls(settings_for("app", topics_for("x"))))),
+    ids=lambda index: f"acl{index}",
+)
 def test_a_missing_acl_ends_the_worker_at_once_naming_what_is_refused(
     secure: SecureCluster, tmp_path: Path, leave_out: int
 ) -> None:
@@ -142,6 +146,7 @@ def test_a_missing_acl_ends_the_worker_at_once_naming_what_is_refused(
         "RECIPROCITY_WORKER__APP_ID": app_id,
         "RECIPROCITY_TOPICS__EVENTS": topics["events"],
         "RECIPROCITY_TOPICS__ALERTS": topics["alerts"],
+        "RECIPROCITY_TOPICS__SHADOW_ALERTS": topics["shadow_alerts"],
         "RECIPROCITY_TOPICS__DEAD_LETTERS": topics["dead_letters"],
         "RECIPROCITY_TOPICS__PARTITIONS": "2",
     }

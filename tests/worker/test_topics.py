@@ -18,6 +18,7 @@ def test_every_topic_the_worker_uses_is_declared_with_its_configuration() -> Non
         "rx-stage2-by-target",
         "rx-stage3-by-requester",
         settings.topics.alerts,
+        settings.topics.shadow_alerts,
         settings.topics.dead_letters,
         "rx-actors-changelog",
         "rx-targets-changelog",
@@ -27,9 +28,11 @@ def test_every_topic_the_worker_uses_is_declared_with_its_configuration() -> Non
     for table in ("actors", "targets", "relations"):
         assert specs[f"rx-{table}-changelog"].config["cleanup.policy"] == "compact"
     day_ms = 86_400_000
-    assert specs[settings.topics.alerts].config["retention.ms"] == str(
-        settings.topics.alerts_retention_days * day_ms
-    )
+    # Shadow alerts are kept as long as the alerts they would have been.
+    for alerts in (settings.topics.alerts, settings.topics.shadow_alerts):
+        assert specs[alerts].config["retention.ms"] == str(
+            settings.topics.alerts_retention_days * day_ms
+        )
     assert specs[settings.topics.dead_letters].config["retention.ms"] == str(
         settings.topics.dead_letters_retention_days * day_ms
     )
