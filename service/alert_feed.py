@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 from rich.text import Text
 
-from service.core.models import Alert, Severity
+from service.core.models import Alert, Severity, ShadowAlert
 from service.runtime.kafka_clients import client_options
 from service.settings import Settings
 
@@ -79,6 +79,8 @@ def alert_line(alert: Alert) -> Text:
     line.append(alert.window_end.replace("T", " ").removesuffix("Z"), style="dim")
     line.append("  ")
     line.append(f"{alert.severity.value.upper():<6}", style=SEVERITY_STYLE[alert.severity])
+    if isinstance(alert, ShadowAlert):  # never to be acted on: say so on every line
+        line.append("  SHADOW", style="italic")
     line.append(f"  {alert.rule}  ")
     line.append(alert.subject_id, style="bold")
     line.append(f"  {alert.summary}")
@@ -86,14 +88,18 @@ def alert_line(alert: Alert) -> Text:
 
 
 def shown(
-    values: Iterable[bytes | None], keep: AlertFilter, seen: SeenIds
+    values: Iterable[bytes | None],
+    keep: AlertFilter,
+    seen: SeenIds,
+    model: type[Alert] = Alert,
 ) -> Iterable[tuple[bytes, Alert | None]]:
-    """The messages to show, with their alert (None: not an alert, shown as it is)."""
+    """The messages to show, with their alert (None: not an alert, shown as it is). `model`:
+    `ShadowAlert` on the shadow-alerts topic."""
     for value in values:
         if value is None:
             continue
         try:
-            alert = Alert.model_validate_json(value)
+            alert = model.model_validate_json(value)
         except ValidationError:
             yield value, None
             continue
@@ -107,9 +113,11 @@ async def follow(
     start: str | float,  # "latest", "earliest", or a time in epoch seconds
     exit_at_end: bool,
     show: Callable[[bytes, Alert | None], None],
+    shadow: bool = False,
 ) -> int:
-    """Show the alerts topic's messages until interrupted (or, with `exit_at_end`, until the
-    ends it had when it started); returns how many were shown."""
+    """Show the alerts topic's messages (with `shadow`, the shadow-alerts topic's) until
+    interrupted (or, with `exit_at_end`, until the ends it had when it started); returns how
+    many were shown."""
     consumer = AIOKafkaConsumer(
         **client_options(settings.kafka),
         group_id=None,
@@ -118,8 +126,10 @@ async def follow(
     )
     await consumer.start()
     try:
-        topic = settings.topics.alerts
-        tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+        topic = settings.topics.shadow_alerts if shadow else settings.topics.alerts
+        variable = "RECIPROCITY_TOPICS__" + ("SHADOW_ALERTS" if shadow else "ALERTS")
+        tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic, variable)]
+        model = ShadowAlert if shadow else Alert
         consumer.assign(tps)
         if start == "earliest":
             await consumer.seek_to_beginning(*tps)
@@ -140,14 +150,14 @@ async def follow(
                 return count
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
-                for value, alert in shown((r.value for r in records), keep, seen):
+                for value, alert in shown((r.value for r in records), keep, seen, model):
                     show(value, alert)
                     count += 1
     finally:
         await consumer.stop()
 
 
-async def _partitions(settings: Settings, topic: str) -> list[int]:
+async def _partitions(settings: Settings, topic: str, variable: str) -> list[int]:
     admin = AIOKafkaAdminClient(**client_options(settings.kafka))
     await admin.start()
     try:
@@ -156,7 +166,7 @@ async def _partitions(settings: Settings, topic: str) -> list[int]:
         await admin.close()
     partitions = sorted(p["partition"] for p in described.get("partitions", ()))
     if not partitions:
-        raise NoSuchTopic(f"the topic {topic!r} does not exist (RECIPROCITY_TOPICS__ALERTS)")
+        raise NoSuchTopic(f"the topic {topic!r} does not exist ({variable})")
     return partitions
 
 

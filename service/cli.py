@@ -645,6 +645,11 @@ def jetstream(url: str | None, cursor_file: Path | None, from_now: bool) -> None
 @click.option(
     "--exit", "exit_at_end", is_flag=True, help="Stop at the topic's end instead of following."
 )
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="The shadow-alerts topic instead: the alerts of rules in shadow mode.",
+)
 def alerts(
     as_json: bool,
     rules: tuple[str, ...],
@@ -653,10 +658,12 @@ def alerts(
     from_beginning: bool,
     since: str | None,
     exit_at_end: bool,
+    shadow: bool,
 ) -> None:
     """Follow the alerts topic (RECIPROCITY_TOPICS__ALERTS on the configured cluster) from now
-    on, or from the beginning, or since a while ago. Each alert is shown once, even when it
-    was published twice."""
+    on, or from the beginning, or since a while ago; with --shadow, the shadow-alerts topic
+    (RECIPROCITY_TOPICS__SHADOW_ALERTS). Each alert is shown once, even when it was published
+    twice."""
     from aiokafka.errors import KafkaError
 
     from service.alert_feed import (
@@ -691,7 +698,7 @@ def alerts(
             out.print(f"(not an alert) {value[:200]!r}", style="dim")
 
     try:
-        asyncio.run(follow(settings, keep, start, exit_at_end, show))
+        asyncio.run(follow(settings, keep, start, exit_at_end, show, shadow))
     except KeyboardInterrupt:  # Ctrl-C ends a follow
         return
     except (NoSuchTopic, KafkaError) as exc:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from service.alert_feed import AlertFilter, SeenIds, alert_line, parse_duration, shown
-from service.core.models import Alert, Severity
+from service.core.models import Alert, Severity, ShadowAlert
 from tests.worker.harness import create_topics, produce
 
 GOLDEN = Path(__file__).parent / "core" / "golden"
@@ -120,3 +120,36 @@ def test_the_command_shows_each_alert_once_filtered(kafka: str) -> None:
     ).stdout.decode()
     assert example.count("page: follow_churn") == 2  # the typed example does not de-duplicate
     assert "queue: follower_spike" in example
+
+
+def test_shadow_follows_the_shadow_alerts_topic_and_marks_its_lines(kafka: str) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    alerts_topic, shadow_topic = f"alerts-{suffix}", f"shadow-{suffix}"
+    create_topics(kafka, [alerts_topic, shadow_topic], partitions=1)
+    shadow = ShadowAlert(**SPIKE.model_dump(), mode="shadow")
+    produce(kafka, alerts_topic, [CHURN.model_dump_json().encode()])
+    produce(kafka, shadow_topic, [shadow.model_dump_json().encode()])
+    env = {
+        **os.environ,
+        "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": kafka,
+        "RECIPROCITY_TOPICS__ALERTS": alerts_topic,
+        "RECIPROCITY_TOPICS__SHADOW_ALERTS": shadow_topic,
+    }
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "alerts", "--from-beginning", "--exit", *args],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout.decode()
+
+    assert [orjson.loads(line)["alert_id"] for line in run("--json").splitlines()] == [
+        CHURN.alert_id
+    ]
+    on_shadow = [orjson.loads(line) for line in run("--shadow", "--json").splitlines()]
+    assert [(a["alert_id"], a["mode"]) for a in on_shadow] == [(SPIKE.alert_id, "shadow")]
+    (readable,) = run("--shadow").splitlines()
+    assert "SHADOW" in readable and "follower_spike" in readable and "not an alert" not in readable
