@@ -537,7 +537,7 @@ def schemas(out_dir: Path) -> None:
         click.echo(str(path))
 
 
-@main.command(short_help="Print the kafka-acls.sh commands the worker needs.")
+@main.command(short_help="Print the kafka-acls.sh commands the worker (or bridge) needs.")
 @click.option(
     "--principal",
     default="User:reciprocity",
@@ -550,14 +550,23 @@ def schemas(out_dir: Path) -> None:
     show_default=True,
     help="The client config file kafka-acls.sh connects with (an administrator's).",
 )
-def acls(principal: str, command_config: str) -> None:
-    """Print the kafka-acls.sh commands that grant the worker exactly what it needs, for the
-    app id and topics of the RECIPROCITY_* settings."""
+@click.option(
+    "--for",
+    "role",
+    type=click.Choice(["worker", "bridge"]),
+    default="worker",
+    show_default=True,
+    help="Whose grants: the worker's, or the Jetstream bridge's (Write on the events topic).",
+)
+def acls(principal: str, command_config: str, role: str) -> None:
+    """Print the kafka-acls.sh commands that grant the worker (or, with --for bridge, the
+    Jetstream bridge) exactly what it needs, for the app id and topics of the RECIPROCITY_*
+    settings."""
     from service.kafka_acls import kafka_acls_commands
 
     settings = load_settings()
     for line in kafka_acls_commands(
-        settings, principal, settings.kafka.bootstrap_servers, command_config
+        settings, principal, settings.kafka.bootstrap_servers, command_config, role
     ):
         click.echo(line)
 

@@ -12,6 +12,10 @@ Least privilege, from what the worker does:
   IdempotentWrite on the cluster;
 - it creates no other topic when the events, alerts, shadow-alerts and dead-letter topics
   exist, and uses no transactions (no transactional id).
+
+The Jetstream bridge (`reciprocity bridge jetstream`) is a producer of its own: an idempotent
+producer writing the first events topic, which it describes at start to check that it exists
+(it creates none). Give it its own principal.
 """
 
 from __future__ import annotations
@@ -61,6 +65,21 @@ def worker_acls(settings: Settings) -> list[Acl]:
     return acls
 
 
+def bridge_acls(settings: Settings) -> list[Acl]:
+    return [
+        Acl(
+            "topic",
+            settings.topics.events[0],
+            False,
+            ("Write", "Describe"),
+            "the Jetstream bridge writes the events",
+        )
+    ]
+
+
+ACLS_BY_ROLE = {"worker": worker_acls, "bridge": bridge_acls}
+
+
 def kafka_acls_arguments(acl: Acl, principal: str) -> list[str]:
     """The arguments of `kafka-acls.sh --add` for one ACL (bootstrap and config not included)."""
     arguments = ["--add", "--allow-principal", principal]
@@ -73,12 +92,16 @@ def kafka_acls_arguments(acl: Acl, principal: str) -> list[str]:
 
 
 def kafka_acls_commands(
-    settings: Settings, principal: str, bootstrap: str, command_config: str | None
+    settings: Settings,
+    principal: str,
+    bootstrap: str,
+    command_config: str | None,
+    role: str = "worker",
 ) -> list[str]:
     prefix = ["kafka-acls.sh", "--bootstrap-server", bootstrap]
     if command_config is not None:
         prefix += ["--command-config", command_config]
     return [
         shlex.join([*prefix, *kafka_acls_arguments(acl, principal)])
-        for acl in worker_acls(settings)
+        for acl in ACLS_BY_ROLE[role](settings)
     ]

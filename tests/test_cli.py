@@ -191,6 +191,19 @@ def test_acls_prints_one_kafka_acls_command_per_grant_for_the_configured_names()
     assert not any("--cluster" in line or "--transactional-id" in line for line in lines)
 
 
+def test_acls_for_the_bridge_grant_write_on_the_first_events_topic_only() -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RECIPROCITY_TOPICS__EVENTS": "in.a,in.b",
+        "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": "kafka-1:9093",
+    }
+    result = reciprocity("acls", "--for", "bridge", "--principal", "User:bridge", env=env)
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.decode().splitlines()
+    assert "--allow-principal User:bridge" in line
+    assert line.endswith("--operation Write --operation Describe --topic in.a")
+
+
 # -- operating the rules: modes and backtests ---------------------------------------------------
 
 
