@@ -25,7 +25,7 @@ ASYNCAPI_DIR := .tools/asyncapi
 ASYNCAPI_STAMP := $(ASYNCAPI_DIR)/.installed
 
 $(ASYNCAPI_STAMP): tools/asyncapi/package.json tools/asyncapi/package-lock.json
-	@command -v npm >/dev/null || { echo "make test needs Node.js 20 or later and npm: the AsyncAPI CLI checks schemas/asyncapi.yaml" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "make tools needs npm (make system-packages installs it): the AsyncAPI CLI checks schemas/asyncapi.yaml" >&2; exit 1; }
 	rm -rf $(ASYNCAPI_DIR)
 	mkdir -p $(ASYNCAPI_DIR)
 	cp tools/asyncapi/package.json tools/asyncapi/package-lock.json $(ASYNCAPI_DIR)/
@@ -45,7 +45,7 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy
 
-system-packages: ## Debian packages the end-to-end tests use (kcat, prometheus, java, maven)
+system-packages: ## Debian packages the end-to-end tests use (kcat, prometheus, java, maven, nodejs, npm)
 	scripts/install-system-packages
 
 test: $(STAMP) system-packages $(ASYNCAPI_STAMP) ## the whole test suite (what CI runs); starts its own Kafka
