@@ -82,6 +82,18 @@ def test_durations(text: str, seconds: float) -> None:
 
 
 @pytest.mark.kafka
+def alerts_command(env: dict[str, str], *args: str) -> str:
+    """`reciprocity alerts` over what the topic holds now."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "alerts", "--from-beginning", "--exit", *args],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.decode()
+
+
 def test_the_command_shows_each_alert_once_filtered(kafka: str) -> None:
     topic = f"alerts-{uuid.uuid4().hex[:8]}"
     create_topics(kafka, [topic], partitions=2)
@@ -93,24 +105,14 @@ def test_the_command_shows_each_alert_once_filtered(kafka: str) -> None:
         "RECIPROCITY_TOPICS__ALERTS": topic,
     }
 
-    def run(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "service", "alerts", "--from-beginning", "--exit", *args],
-            env=env,
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
-        return done.stdout.decode()
-
-    as_json = [orjson.loads(line) for line in run("--json").splitlines()]
+    as_json = [orjson.loads(line) for line in alerts_command(env, "--json").splitlines()]
     assert sorted(a["alert_id"] for a in as_json) == sorted(
         {a.alert_id for a in (SPIKE, CHURN, DUPLICATE)}
     )
-    readable = run("--min-severity", "high").splitlines()
+    readable = alerts_command(env, "--min-severity", "high").splitlines()
     assert len(readable) == 1
     assert "follow_churn" in readable[0] and CHURN.summary in readable[0]
-    assert run("--rule", "duplicate_reply_spam", "--json").count("\n") == 1
+    assert alerts_command(env, "--rule", "duplicate_reply_spam", "--json").count("\n") == 1
     example = subprocess.run(
         [sys.executable, "docs/examples/consume_alerts.py", kafka, topic, "--once"],
         env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
@@ -136,20 +138,12 @@ def test_shadow_follows_the_shadow_alerts_topic_and_marks_its_lines(kafka: str) 
         "RECIPROCITY_TOPICS__SHADOW_ALERTS": shadow_topic,
     }
 
-    def run(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "service", "alerts", "--from-beginning", "--exit", *args],
-            env=env,
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
-        return done.stdout.decode()
-
-    assert [orjson.loads(line)["alert_id"] for line in run("--json").splitlines()] == [
-        CHURN.alert_id
+    assert [
+        orjson.loads(line)["alert_id"] for line in alerts_command(env, "--json").splitlines()
+    ] == [CHURN.alert_id]
+    on_shadow = [
+        orjson.loads(line) for line in alerts_command(env, "--shadow", "--json").splitlines()
     ]
-    on_shadow = [orjson.loads(line) for line in run("--shadow", "--json").splitlines()]
     assert [(a["alert_id"], a["mode"]) for a in on_shadow] == [(SPIKE.alert_id, "shadow")]
-    (readable,) = run("--shadow").splitlines()
+    (readable,) = alerts_command(env, "--shadow").splitlines()
     assert "SHADOW" in readable and "follower_spike" in readable and "not an alert" not in readable

@@ -9,8 +9,11 @@ dropped mid-stream, as a network drops it: no close frame, the TCP connection ab
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -95,3 +98,23 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> No
         if time.monotonic() > deadline:
             raise TimeoutError(f"not reached in {timeout:g} s: {condition}")
         await asyncio.sleep(0.05)
+
+
+async def spawn_bridge(
+    bootstrap: str, topic: str, url: str, cursor: Path, stderr: Any
+) -> asyncio.subprocess.Process:
+    """`reciprocity bridge jetstream` as a process, from `url` into `topic`, its metrics on a
+    free local port."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "RECIPROCITY_TOPICS__EVENTS": topic,
+        "RECIPROCITY_BRIDGE__METRICS_BIND": "127.0.0.1",
+        "RECIPROCITY_BRIDGE__METRICS_PORT": str(free_port()),
+    }
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "service", "bridge", "jetstream"),
+        *("--url", url, "--cursor-file", str(cursor)),
+        env=env,
+        stderr=stderr,
+    )

@@ -31,9 +31,8 @@ from service.bridge.jetstream_mapping import FollowStore, Outgoing, read_frame
 from service.core.decoding import EventDecoder
 from service.core.models import Alert, Event, Severity, format_timestamp
 from service.core.replay import Replayer
-from service.devtools.local_kafka import free_port
 from service.settings import DetectionSettings, InputSettings
-from tests.bridge.jetstream_server import JetstreamPlayer, wait_until
+from tests.bridge.jetstream_server import JetstreamPlayer, spawn_bridge, wait_until
 from tests.bridge.purchase_frames import (
     BOUGHT,
     FOLLOWERS_IT_TAKES,
@@ -186,20 +185,8 @@ async def bridge_the_frames(
     """`reciprocity bridge jetstream` against the stand-in playing `lines`, until its cursor
     file holds the last frame's time (every event acknowledged by Kafka), then SIGTERM."""
     player = await JetstreamPlayer(lines).start()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "RECIPROCITY_TOPICS__EVENTS": topic,
-        "RECIPROCITY_BRIDGE__METRICS_BIND": "127.0.0.1",
-        "RECIPROCITY_BRIDGE__METRICS_PORT": str(free_port()),
-    }
     with open(log, "wb") as err:
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "service", "bridge", "jetstream"),
-            *("--url", player.url, "--cursor-file", str(cursor)),
-            env=env,
-            stderr=err,
-        )
+        process = await spawn_bridge(bootstrap, topic, player.url, cursor, stderr=err)
     done = f"{last_time_us(lines)}\n"
     try:
         await wait_until(

@@ -46,7 +46,7 @@ from tests.bridge.jetstream_fixtures import (
     fixture_lines,
     t,
 )
-from tests.bridge.jetstream_server import JetstreamPlayer, wait_until
+from tests.bridge.jetstream_server import JetstreamPlayer, spawn_bridge, wait_until
 from tests.worker.harness import create_topics
 
 pytestmark = pytest.mark.kafka
@@ -312,17 +312,8 @@ def test_a_kafka_refusal_ends_the_command_non_zero_with_one_line_and_no_cursor_p
 
     async def scenario() -> tuple[int, bytes]:
         player = await JetstreamPlayer(fixture_lines("stream.jsonl")).start()
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": kafka,
-            "RECIPROCITY_TOPICS__EVENTS": topic,
-            "RECIPROCITY_BRIDGE__METRICS_PORT": str(free_port()),
-        }
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "service", "bridge", "jetstream"),
-            *("--url", player.url, "--cursor-file", str(cursor_path)),
-            env=env,
-            stderr=asyncio.subprocess.PIPE,
+        process = await spawn_bridge(
+            kafka, topic, player.url, cursor_path, stderr=asyncio.subprocess.PIPE
         )
         try:
             _, err = await asyncio.wait_for(process.communicate(), 120)
@@ -374,17 +365,8 @@ def test_sigterm_stops_the_command_cleanly_with_its_cursor_saved(
 
     async def scenario() -> tuple[int, str]:
         player = await JetstreamPlayer(fixture_lines("stream.jsonl")).start()
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS": kafka,
-            "RECIPROCITY_TOPICS__EVENTS": topic,
-            "RECIPROCITY_BRIDGE__METRICS_PORT": str(free_port()),
-        }
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "service", "bridge", "jetstream"),
-            *("--url", player.url, "--cursor-file", str(cursor_path)),
-            env=env,
-            stderr=asyncio.subprocess.PIPE,
+        process = await spawn_bridge(
+            kafka, topic, player.url, cursor_path, stderr=asyncio.subprocess.PIPE
         )
         try:
             # Every frame read and acknowledged: the cursor is saved within a second.
