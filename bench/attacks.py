@@ -32,6 +32,7 @@ from service.devtools.generate import (
     Injection,
     duplicate_reply_spam,
     follow_churn,
+    follower_pool_purchase,
     follower_purchase,
     retweet_request_campaign,
 )
@@ -69,6 +70,10 @@ class Grid:
     duplicate_targets: tuple[int, ...] = (8, 25)
     duplicate_actors: tuple[str, ...] = ("new", "real")
     duplicate_wordings: tuple[str, ...] = ("identical", "reworded")
+    # One camouflaged pool sold to several customers at once (lockstep): pool sizes and spans
+    pool_sizes: tuple[int, ...] = (50, 200)
+    pool_spans: tuple[str, ...] = ("10m", "2h")
+    pool_customers: int = 3
     replicates: int = 2
 
     def to_json(self) -> dict[str, object]:
@@ -87,6 +92,8 @@ QUICK_GRID = Grid(
     duplicate_targets=(8,),
     duplicate_actors=("real",),
     duplicate_wordings=("reworded",),
+    pool_sizes=(50,),
+    pool_spans=("10m",),
     replicates=1,
 )
 
@@ -105,6 +112,7 @@ class Attack:
     expected_severity: str | None
     peak_10min: int | None = None  # purchases: most fake follows of the subject in 10 min
     events: list[dict[str, object]] = field(default_factory=list, repr=False)
+    fake_prefix: str | None = None  # purchases: the fakes' names (default `<id>-fake-`)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -402,4 +410,56 @@ def build_attacks(world: World, grid: Grid, seed: int) -> tuple[list[Attack], li
                     first,
                 )
             )
+    attacks.extend(_pool_purchases(world, grid, seed, subjects, skipped))
     return attacks, skipped
+
+
+def _pool_purchases(
+    world: World, grid: Grid, seed: int, subjects: _Draw, skipped: list[str]
+) -> list[Attack]:
+    """Pools sold to `grid.pool_customers` customers at once: one attack per customer, each
+    holding its own customer's follows. Drawn last, with a generator of their own, so that
+    adding them moved none of the other attacks."""
+    rng = Random(f"{seed}/pool-attacks")
+    attacks: list[Attack] = []
+    for n, (size, span, rep) in enumerate(
+        itertools.product(grid.pool_sizes, grid.pool_spans, range(1, grid.replicates + 1)), 1
+    ):
+        variant: dict[str, object] = {
+            "fakes": size,
+            "span": span,
+            "accounts": f"pool of {grid.pool_customers}",
+            "camouflage": True,
+            "replicate": rep,
+        }
+        if not world.fits(0, SPANS[span]):
+            skipped.append(f"follower_purchase {variant}: stream too short")
+            continue
+        pool_id = f"q{seed}-pool{n}"
+        customers = [str(c) for c in subjects.take(grid.pool_customers)]
+        start = world.place(rng, 0, SPANS[span])
+        inj = follower_pool_purchase(
+            rng,
+            customers,
+            start,
+            followers=size,
+            span_ms=SPANS[span],
+            fake_prefix=f"{pool_id}-fake-",
+            scenario=pool_id,
+        )
+        for k, customer in enumerate(customers):
+            mine = Injection([e for e in inj.events if e["target_id"] == customer], inj.expected)
+            hits = [int(str(e["occurred_at"])) for e in mine.events]
+            attack = _attack(
+                f"{pool_id}-c{k + 1}",
+                "follower_purchase",
+                "follower_spike",
+                variant,
+                customer,
+                mine,
+                min(hits),
+                _peak(hits, SPIKE_WINDOW_MS),
+            )
+            attack.fake_prefix = f"{pool_id}-fake-"
+            attacks.append(attack)
+    return attacks

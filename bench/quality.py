@@ -337,7 +337,7 @@ def _naming(hits: Sequence[AlertRecord], attack: Attack) -> dict[str, int]:
     `<attack id>-fake-…`). An alert can name only fakes that have followed by then, at most
     100 (the contract): `seen` adds up min(100, fakes followed by its time) over the alerts;
     `namable` is min(fakes, 100 per alert) for the union of what they named."""
-    prefix = f"{attack.attack_id}-fake-"
+    prefix = attack.fake_prefix or f"{attack.attack_id}-fake-"
     times = sorted(
         int(str(e["occurred_at"]))
         for e in attack.events

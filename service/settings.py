@@ -191,6 +191,48 @@ class FollowerSpikeSettings(RuleSection):
     fast_follows_per_hour: int = Field(
         60, ge=1, description="A person does not follow a new account every minute for an hour."
     )
+    lockstep_window_seconds: int = Field(
+        1800,
+        ge=60,
+        le=6 * 3600,
+        description="Lockstep (CopyCatch): bought followers of one order follow their "
+        "customers within the same run of minutes; 30 min holds a run, and few organic ones.",
+    )
+    lockstep_min_followers: int = Field(
+        5,
+        ge=2,
+        description="Lockstep: this many new followers of an account who followed the same "
+        "other account in the window; organic cascades seldom line up five on two accounts.",
+    )
+    lockstep_min_shared: int = Field(
+        1,
+        ge=1,
+        description="Lockstep: other accounts two followers must have both followed in the "
+        "window (besides this one) to move together; one already makes two shared targets.",
+    )
+    lockstep_follows_kept: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Per account, its latest follows kept for lockstep (bounds actor state "
+        "and what a follow carries to stage 2).",
+    )
+    lockstep_followers_kept: int = Field(
+        32,
+        ge=2,
+        le=256,
+        description="Per account, its latest followers that followed others in the window, "
+        "kept to compare against (bounds target state).",
+    )
+
+    @model_validator(mode="after")
+    def _lockstep_group_fits(self) -> FollowerSpikeSettings:
+        if self.lockstep_min_followers > self.lockstep_followers_kept + 1:
+            raise ValueError(
+                "lockstep_min_followers cannot exceed lockstep_followers_kept + 1: a group that "
+                "large would never be seen"
+            )
+        return self
 
 
 class FollowChurnSettings(RuleSection):

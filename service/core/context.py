@@ -29,12 +29,14 @@ FOLLOWS_FAR_MORE = 2
 NO_POSTS = 4
 FAST_FOLLOWER = 8
 ONLY_FOLLOWS = 16  # no snapshot, and the stream shows it doing nothing but follow
+LOCKSTEP = 32  # followed the same other accounts in the same minutes as other new followers
 QUALITY_SIGNS = {
     FRESH_ACCOUNT: "fresh_account",
     FOLLOWS_FAR_MORE: "follows_far_more_than_followed",
     NO_POSTS: "no_posts",
     FAST_FOLLOWER: "follows_at_high_rate",
     ONLY_FOLLOWS: "only_follows_in_the_stream",
+    LOCKSTEP: "follows_in_lockstep",
 }
 
 
@@ -50,6 +52,9 @@ class TargetMessage:
     occurred_at: int
     asks_for_share: bool
     follower_quality: int  # QUALITY_SIGNS bits of the actor; 0 = looks like a real account
+    # Hashes of the other accounts the follower followed shortly before (follower_spike's
+    # lockstep); empty for other events.
+    co_follows: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

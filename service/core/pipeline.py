@@ -193,9 +193,9 @@ class Pipeline:
             and event.text is not None
             and self.config.matcher.asks_for_share(event.text)
         )
-        quality = (
-            FACTS.follower_quality(self.config, event, state) if kind is EventType.FOLLOW else 0
-        )
+        follow = kind is EventType.FOLLOW
+        quality = FACTS.follower_quality(self.config, event, state) if follow else 0
+        co_follows = FACTS.co_follows(self.config, event, state) if follow else ()
         return TargetMessage(
             event_id=event.event_id,
             event_hash=h,
@@ -205,6 +205,7 @@ class Pipeline:
             occurred_at=event.occurred_at,
             asks_for_share=asks,
             follower_quality=quality,
+            co_follows=co_follows,
         )
 
     def _relation_changed_after(

@@ -162,6 +162,7 @@ class ActorState:
         "episodes",
         "given",
         "ids",
+        "recent_follows",
         "relation_count",
         "request_ids",
         "strangers",
@@ -184,9 +185,11 @@ class ActorState:
         self.strangers: list[list[Any]] = []
         self.request_ids = RecentIds()
         self.episodes: Episodes = {}
+        # follower_spike (lockstep): latest follows [[target_hash, at_ms], ...], oldest first
+        self.recent_follows: list[list[int]] = []
 
     def to_value(self) -> dict[str, Any]:
-        return {
+        value: dict[str, Any] = {
             "w": self.watermark,
             "ids": self.ids.to_value(),
             "given": self.given.rows,
@@ -198,6 +201,9 @@ class ActorState:
             "req_ids": self.request_ids.to_value(),
             "ep": self.episodes,
         }
+        if self.recent_follows:  # most accounts never follow: no key, no bytes
+            value["fl"] = self.recent_follows
+        return value
 
     @classmethod
     def from_value(cls, value: dict[str, Any]) -> ActorState:
@@ -212,6 +218,7 @@ class ActorState:
         state.strangers = value["str"]
         state.request_ids = RecentIds.from_value(value["req_ids"])
         state.episodes = value["ep"]
+        state.recent_follows = value.get("fl", [])
         return state
 
 
@@ -220,6 +227,7 @@ class TargetState:
         "episodes",
         "first_seen",
         "ids",
+        "lockstep",
         "received",
         "spike",
         "spike_long",
@@ -239,9 +247,12 @@ class TargetState:
         # follower_spike: latest low-quality followers [[follower_id, at_ms, event_id, signs]]
         self.spike_samples: list[list[Any]] = []
         self.episodes: Episodes = {}
+        # follower_spike: latest followers that had just followed others
+        # [[at_ms, follower_id, event_id, [target_hash, ...], counted_low_quality], ...]
+        self.lockstep: list[list[Any]] = []
 
     def to_value(self) -> dict[str, Any]:
-        return {
+        value: dict[str, Any] = {
             "w": self.watermark,
             "first": self.first_seen,
             "ids": self.ids.to_value(),
@@ -251,6 +262,9 @@ class TargetState:
             "spike_s": self.spike_samples,
             "ep": self.episodes,
         }
+        if self.lockstep:
+            value["lock"] = self.lockstep
+        return value
 
     @classmethod
     def from_value(cls, value: dict[str, Any]) -> TargetState:
@@ -263,6 +277,7 @@ class TargetState:
         state.spike_long = value.get("spike_l", [])  # absent in state stored before it was kept
         state.spike_samples = value["spike_s"]
         state.episodes = value["ep"]
+        state.lockstep = value.get("lock", [])
         return state
 
 

@@ -27,6 +27,7 @@ from service.detectors import (
 ACTOR_DETECTORS: tuple[Callable[[ActorContext], None], ...] = (
     follow_churn.detect,
     duplicate_reply_spam.detect,
+    follower_spike.track_follows,  # no alerts: the follows its stage-1 fact co_follows reads
 )
 TARGET_DETECTORS: tuple[Callable[[TargetContext], None], ...] = (
     follower_spike.detect,
@@ -54,6 +55,10 @@ class Stage1Facts:
     follower_quality: Callable[[Config, Event, ActorState], int]
     # does an unfollow at this time churn a follow made at that one (recorded in the relation)
     churned: Callable[[Config, int, int], bool]
+    # the other accounts a follower had just followed (hashed), for follower_spike's lockstep
+    co_follows: Callable[[Config, Event, ActorState], tuple[int, ...]]
 
 
-FACTS = Stage1Facts(follower_spike.follower_quality, follow_churn.churned)
+FACTS = Stage1Facts(
+    follower_spike.follower_quality, follow_churn.churned, follower_spike.co_follows
+)

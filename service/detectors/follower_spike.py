@@ -11,16 +11,19 @@ rows of 3 ints), and ≤ `named_followers` follower samples."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from service.core.context import (
     FAST_FOLLOWER,
     FOLLOWS_FAR_MORE,
     FRESH_ACCOUNT,
+    LOCKSTEP,
     NO_POSTS,
     ONLY_FOLLOWS,
     QUALITY_SIGNS,
+    ActorContext,
     AlertIntent,
     Config,
     Disorder,
@@ -51,7 +54,7 @@ from service.core.windows import (
 from service.settings import DetectionSettings, FollowerSpikeSettings
 
 RULE: Final = "follower_spike"
-LOGIC_VERSION: Final = "1"
+LOGIC_VERSION: Final = "2"
 SETTINGS: Final = "follower_spike"
 MINUTES: Final = "follower_spike.minutes"  # the 10-minute window, in 1-minute rows
 QUARTERS: Final = "follower_spike.quarters"  # 1 h, 6 h and 24 h, in 15-minute rows
@@ -104,6 +107,81 @@ def follower_quality(config: Config, event: Event, actor: ActorState) -> int:
     return signs
 
 
+def target_hash(account_id: str) -> int:
+    """A stable 32-bit hash of a followed account, as lockstep keeps and compares them."""
+    return zlib.crc32(account_id.encode())
+
+
+def co_follows(config: Config, event: Event, actor: ActorState) -> tuple[int, ...]:
+    """Stage 1 fact: the other accounts (hashed) the follower followed in the lockstep window
+    before this follow."""
+    recent = actor.recent_follows
+    if not recent:
+        return ()
+    since = event.occurred_at - config.settings.follower_spike.lockstep_window_seconds * 1000
+    followed = target_hash(event.target_id or "")
+    return tuple(
+        dict.fromkeys(
+            h for h, at in recent if at > since and at <= event.occurred_at and h != followed
+        )
+    )
+
+
+def track_follows(ctx: ActorContext) -> None:
+    """Stage 1: keep the actor's latest follows for `co_follows` (at most
+    `lockstep_follows_kept`, none older than the lockstep window)."""
+    event = ctx.event
+    if event.type is not EventType.FOLLOW or event.target_id is None:
+        return
+    settings = ctx.config.settings.follower_spike
+    recent = ctx.state.recent_follows
+    at = event.occurred_at
+    recent.append([target_hash(event.target_id), at])
+    if len(recent) > 1 and recent[-2][1] > at:  # out of order: keep them sorted by time
+        recent.sort(key=lambda follow: follow[1])
+    newest = recent[-1][1]
+    since = newest - settings.lockstep_window_seconds * 1000
+    while recent and recent[0][1] <= since:
+        del recent[0]
+    if len(recent) > settings.lockstep_follows_kept:
+        del recent[: len(recent) - settings.lockstep_follows_kept]
+
+
+# A lockstep entry: [at_ms, follower_id, event_id, [target_hash, ...], counted_low_quality]
+L_AT, L_FOLLOWER, L_EVENT, L_HASHES, L_COUNTED = range(5)
+
+
+def lockstep_group(ctx: TargetContext, counted: bool) -> list[list[Any]]:
+    """CopyCatch's sign, bounded: the target's recent followers that, like this one, had just
+    followed another same account. Returns the group (this follower's entry last) once it
+    holds `lockstep_min_followers`, else nothing. Keeps at most `lockstep_followers_kept`."""
+    message = ctx.message
+    hashes = message.co_follows
+    if not hashes:
+        return []
+    settings = ctx.config.settings.follower_spike
+    at = message.occurred_at
+    window_ms = settings.lockstep_window_seconds * 1000
+    entries = ctx.state.lockstep
+    if entries and entries[0][L_AT] <= at - window_ms:
+        entries[:] = [e for e in entries if e[L_AT] > at - window_ms]
+    mine = set(hashes)
+    shared = settings.lockstep_min_shared
+    group = [
+        e
+        for e in entries
+        if abs(e[L_AT] - at) < window_ms and len(mine.intersection(e[L_HASHES])) >= shared
+    ]
+    entry = [at, message.actor_id, message.event_id, list(hashes), int(counted)]
+    entries.append(entry)
+    if len(entries) > settings.lockstep_followers_kept:
+        del entries[: len(entries) - settings.lockstep_followers_kept]
+    if len(group) + 1 < settings.lockstep_min_followers:
+        return []
+    group.append(entry)
+    return group
+
+
 @dataclass(frozen=True, slots=True)
 class Scale:
     window_ms: int
@@ -142,14 +220,27 @@ def detect(ctx: TargetContext) -> None:
     at = message.occurred_at
     add(state.spike, spec, at, FOLLOWS)
     add(state.spike_long, long_spec, at, FOLLOWS)
-    if not message.follower_quality:
+    quality = message.follower_quality
+    samples = state.spike_samples
+    # Followers moving in lockstep look bought whatever their profiles say; those of the group
+    # not counted as low quality yet are counted now, at the time they followed.
+    for member in lockstep_group(ctx, counted=bool(quality)):
+        if member[L_COUNTED] and member[L_EVENT] != message.event_id:
+            continue
+        member[L_COUNTED] = 1
+        if member[L_EVENT] == message.event_id:
+            quality |= LOCKSTEP
+            continue
+        add(state.spike, spec, member[L_AT], LOW_QUALITY)
+        add(state.spike_long, long_spec, member[L_AT], LOW_QUALITY)
+        samples.append([member[L_FOLLOWER], member[L_AT], member[L_EVENT], LOCKSTEP])
+    if not quality:
         # A real-looking follower only lowers the share: the judgement waits for the next
         # bought-looking one. Most follows of a popular account end here, unjudged.
         return
     add(state.spike, spec, at, LOW_QUALITY)
     add(state.spike_long, long_spec, at, LOW_QUALITY)
-    samples = state.spike_samples
-    samples.append([message.actor_id, at, message.event_id, message.follower_quality])
+    samples.append([message.actor_id, at, message.event_id, quality])
     if len(samples) > settings.named_followers:
         del samples[: len(samples) - settings.named_followers]
 

@@ -769,6 +769,42 @@ def _baseline_follows(
     return [_event("follow", f, at, subject) for at, f in zip(times, followers, strict=True)]
 
 
+def follower_pool_purchase(
+    rng: Random,
+    customers: Sequence[str],
+    start_ms: int,
+    *,
+    followers: int = 60,
+    span_ms: int = 10 * MINUTE_MS,
+    fake_prefix: str = "pool-",
+    scenario: str = "follower_pool_purchase",
+) -> Injection:
+    """One pool of `followers` camouflaged fakes sold to several `customers` at once: each
+    fake, at its own time within `span_ms`, follows every customer in a random order, seconds
+    to two minutes apart. The fakes look like ordinary years-old accounts (balanced counts,
+    posts), so nothing but their moving together (lockstep, as in CopyCatch) gives them away.
+
+    Expected: a follower_spike on every customer (the first customer a fake follows shows
+    nothing shared yet, but each customer comes later than another in most fakes' orders) when
+    the pool reaches the 10-minute floor at full relief."""
+    width = max(4, len(str(followers)))
+    fakes = [f"{fake_prefix}{i:0{width}d}" for i in range(1, followers + 1)]
+    events: list[Event] = []
+    for fake, at in zip(fakes, _spread(rng, start_ms, span_ms, followers), strict=True):
+        account = _established(rng, start_ms)
+        order = rng.sample(list(customers), len(customers))
+        for customer in order:
+            account.following += 1
+            events.append(_event("follow", fake, at, customer, snapshot=account.snapshot()))
+            at += rng.randint(2 * SECOND_MS, 2 * MINUTE_MS)
+    expected = [
+        ExpectedAlert(scenario, "follower_spike", customer, True, "medium")
+        for customer in customers
+        if followers >= SPIKE_MIN_FOLLOWS // 2
+    ]
+    return Injection(events, expected)
+
+
 def follower_purchase(
     rng: Random,
     subject: str,
@@ -1240,6 +1276,20 @@ def generate_traffic(
     )
     parts.append(selective_unfollows(rng, "nm-pruner-1", draw(12), when(7 * HOUR_MS)))
     parts.append(thank_you_replies(rng, "nm-thanks-1", draw(2), when(40 * MINUTE_MS)))
+    # A camouflaged pool sold to three customers at once (lockstep); last, with a generator
+    # of its own, so that it moves none of the scenarios above.
+    pool_rng = Random(f"{seed}/pool")
+    parts.append(
+        follower_pool_purchase(
+            pool_rng,
+            [f"pool-customer-{k}" for k in (1, 2, 3)],
+            start_ms + pool_rng.randrange(max(1, span_ms - 20 * MINUTE_MS)),
+            followers=60,
+            span_ms=10 * MINUTE_MS,
+            fake_prefix="pool-fake-",
+            scenario="follower_pool_purchase",
+        )
+    )
     # The most followed organic account gains steadily all day: not a spike.
     parts.append(
         Injection([], [ExpectedAlert("popular_steady_gain", "follower_spike", top, False, None)])

@@ -193,6 +193,7 @@ def encode_target_message(message: TargetMessage) -> list[Any]:
         message.occurred_at,
         message.asks_for_share,
         message.follower_quality,
+        list(message.co_follows),
     ]
 
 
@@ -206,6 +207,8 @@ def decode_target_message(item: list[Any]) -> TargetMessage:
         occurred_at=item[5],
         asks_for_share=item[6],
         follower_quality=item[7],
+        # Absent from messages written before lockstep was kept.
+        co_follows=tuple(item[8]) if len(item) > 8 else (),
     )
 
 

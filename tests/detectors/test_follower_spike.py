@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from service.core.replay import Replayer
+from service.settings import DetectionSettings
 from tests.events import ESTABLISHED, FRESH, ev, replay, summary
 
 RULE = "follower_spike"
@@ -19,6 +21,25 @@ def follows(
         ev("follow", f"{prefix}{i}", target, start + i * every_minutes, snapshot=snapshot)
         for i in range(count)
     ]
+
+
+def pool(
+    size: int,
+    customers: list[str],
+    snapshot: dict | None = ESTABLISHED,
+    every: float = 0.1,
+    start: float = 0,
+) -> list:
+    """`size` accounts follow each customer in turn, customer k from minute `start` + k."""
+    return [
+        ev("follow", f"pool{i}", customer, start + k + i * every, snapshot=snapshot)
+        for k, customer in enumerate(customers)
+        for i in range(size)
+    ]
+
+
+# The first customer sees nothing shared; the others see the group.
+LOCKSTEP_ALERTS = [(RULE, "cust-b", "medium"), (RULE, "shop", "medium")]
 
 
 def steady_gain(per_10_min: int, hours: int) -> list:
@@ -95,6 +116,40 @@ CASES = [
         steady_gain(10, 24) + follows(150, 24 * 60, 0.06, FRESH, "fake"),
         [(RULE, "shop", "medium")],
     ),
+    # Lockstep (CopyCatch): a pool of real-looking accounts serves three customers in turn.
+    # minute 0..3  30 pool accounts follow cust-a   (nothing shared yet: unjudged)
+    # minute 1..4  the same 30 follow cust-b        (each had just followed cust-a)
+    # minute 2..5  the same 30 follow shop          (each had just followed cust-a and cust-b)
+    ("pool_in_lockstep", pool(30, ["cust-a", "cust-b", "shop"]), LOCKSTEP_ALERTS),
+    # The same from accounts without snapshots that took part (each retweeted at minute 0..3),
+    # so that only the lockstep gives them away; the pool starts at minute 30
+    (
+        "pool_in_lockstep_no_snapshot",
+        [ev("retweet", f"pool{i}", "author", i * 0.1) for i in range(30)]
+        + pool(30, ["cust-a", "cust-b", "shop"], None, start=30),
+        LOCKSTEP_ALERTS,
+    ),
+    # Near-miss: fans of an author follow the shop too, but hours apart (outside the window)
+    # minute 0..30: 30 fans follow author; hour 3..3.5: they follow the shop
+    (
+        "fans_of_two_accounts_hours_apart",
+        follows(30, 0, 1, ESTABLISHED, "fan", target="author")
+        + follows(30, 180, 1, ESTABLISHED, "fan"),
+        [],
+    ),
+    # Near-miss: 4 move together (under lockstep_min_followers), 26 organic fans besides
+    (
+        "four_in_step_is_not_lockstep",
+        pool(4, ["cust-a", "shop"]) + follows(26, 1, 0.2, ESTABLISHED, "fan"),
+        [],
+    ),
+    # Near-miss: a creator's fans each follow one random other account, then the creator
+    (
+        "fans_who_followed_different_others",
+        [ev("follow", f"fan{i}", f"other{i}", i * 0.1, snapshot=ESTABLISHED) for i in range(40)]
+        + follows(40, 1, 0.1, ESTABLISHED, "fan"),
+        [],
+    ),
     (
         "fast_followers_without_snapshot",
         [ev("follow", f"bot{i}", f"other{i}-{j}", j * 0.1) for i in range(35) for j in range(60)]
@@ -152,3 +207,30 @@ def test_the_alert_names_the_bought_followers_of_its_window() -> None:
     assert alert.related_ids
     assert all(r.startswith("fake") for r in alert.related_ids)
     assert alert.evidence["named_followers"] == len(alert.related_ids)
+
+
+def test_lockstep_counts_the_group_and_names_its_earlier_members() -> None:
+    # minute 0..3: 30 pool accounts follow cust-a; minute 2..5: they follow the shop
+    events = sorted(pool(30, ["cust-a", "shop"], every=0.1), key=lambda e: e.occurred_at)
+    (alert,) = [a for a in replay(events) if a.rule == RULE]
+    assert alert.subject_id == "shop"
+    evidence = alert.evidence
+    assert evidence["low_quality_share"] == 1.0
+    # The first four were real-looking when they came; the fifth made them a group.
+    assert evidence["sample_follower_signs"]["follows_in_lockstep"] == evidence["named_followers"]
+    assert {"pool0", "pool1", "pool2", "pool3", "pool4"} <= set(alert.related_ids)
+
+
+def test_lockstep_state_stays_bounded() -> None:
+    settings = DetectionSettings()
+    spike = settings.follower_spike
+    # One account follows 100 others a minute apart; 100 pool accounts follow the shop.
+    busy = [ev("follow", "busy", f"other{i}", i * 0.5) for i in range(100)]
+    crowd = pool(100, ["cust-a", "shop"], every=0.05)
+    replayer = Replayer(settings, lambda: 1_900_000_000_000)
+    for event in sorted(busy + crowd, key=lambda e: e.occurred_at):
+        replayer.submit(event)
+    actor = replayer.tables.actors["busy"]
+    assert 0 < len(actor.recent_follows) <= spike.lockstep_follows_kept
+    shop = replayer.tables.targets["shop"]
+    assert 0 < len(shop.lockstep) <= spike.lockstep_followers_kept

@@ -249,7 +249,7 @@ def _follows_to(traffic: Traffic, subject: str) -> list[Row]:
 
 
 def test_purchase_lands_150_fresh_fakes_within_10_minutes(traffic: Traffic) -> None:
-    (expected,) = _subjects(traffic, "follower_spike", alert=True)
+    (expected,) = [x for x in traffic.expected if x.scenario == "follower_purchase"]
     follows = _follows_to(traffic, expected.subject_id)
     fakes = [row for row in follows if str(row["actor_id"]).startswith("fake-")]
     assert len(fakes) == 150
@@ -429,3 +429,24 @@ def test_churn_variants_and_finalize() -> None:
     rows = finalize_events(heavy.events, id_prefix="inj-", rng=Random(0))
     assert rows[0]["event_id"] == "inj-0000001"
     assert [_ms(r) for r in rows] == sorted(_ms(r) for r in rows)
+
+
+def test_a_pool_of_real_looking_accounts_follows_three_customers_in_lockstep(
+    traffic: Traffic,
+) -> None:
+    customers = [x.subject_id for x in traffic.expected if x.scenario == "follower_pool_purchase"]
+    assert len(customers) == 3
+    by_fake: dict[str, list[Row]] = {}
+    for row in traffic.events:
+        if str(row["actor_id"]).startswith("pool-fake-"):
+            by_fake.setdefault(str(row["actor_id"]), []).append(row)
+    assert len(by_fake) == 60
+    for follows in by_fake.values():
+        assert sorted(str(row["target_id"]) for row in follows) == sorted(customers)
+        # each fake serves its customers within minutes of each other
+        times = [_ms(row) for row in follows]
+        assert max(times) - min(times) <= 6 * 60_000
+        snap = follows[0]["actor"]
+        assert isinstance(snap, dict)
+        assert snap["posts_count"] > 0  # camouflaged: nothing in the profile gives it away
+        assert snap["following_count"] < 10 * max(1, snap["followers_count"])

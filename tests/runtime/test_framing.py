@@ -7,16 +7,19 @@ from typing import Any
 import orjson
 import pytest
 
+from service.core.context import TargetMessage
 from service.core.decoding import EventDecoder, Rejection
-from service.core.models import Event
+from service.core.models import Event, EventType
 from service.devtools.generate import generate_traffic
 from service.runtime.framing import (
     Origin,
     StageOutbox,
     decode_event,
     decode_message,
+    decode_target_message,
     encode_event,
     encode_message,
+    encode_target_message,
     pack,
 )
 from service.settings import InputSettings
@@ -115,3 +118,20 @@ def test_a_chunk_depends_on_its_upstream_message_alone() -> None:
 def test_messages_of_the_one_part_format_are_still_read() -> None:
     value = orjson.dumps([[7, 41, 2], ["a"], ["b"]])
     assert decode_message(value) == [(Origin(7, 41, 2), [["a"], ["b"]])]
+
+
+TARGET_MESSAGES = [
+    TargetMessage("e1", 7, EventType.FOLLOW, "a", "b", 5, False, 3, (11, 4_294_967_295)),
+    TargetMessage("e2", 8, EventType.RETWEET, "a", "b", 6, True, 0),
+]
+
+
+@pytest.mark.parametrize("message", TARGET_MESSAGES, ids=["follow", "retweet"])
+def test_a_target_message_survives_the_trip(message: TargetMessage) -> None:
+    item = orjson.loads(orjson.dumps(encode_target_message(message)))
+    assert decode_target_message(item) == message
+
+
+def test_a_target_message_from_before_lockstep_reads_with_no_co_follows() -> None:
+    stored = ["e1", 7, "follow", "a", "b", 5, False, 3]  # as written before co_follows
+    assert decode_target_message(stored).co_follows == ()
