@@ -78,8 +78,9 @@ def main() -> None:
     default=None,
     metavar="OTHER",
     help="Backtest a settings change: run the current settings (old) and OTHER layered over "
-    "them (new; a .env file of RECIPROCITY_* lines, or a .json file shaped like the settings) "
-    "over the input in one pass, and print per rule the alerts only one of them raises.",
+    "them (new; a .env file of RECIPROCITY_* lines, or a .json, .yaml or .yml file shaped like "
+    "the settings) over the input in one pass, and print per rule the alerts only one of them "
+    "raises.",
 )
 @click.option(
     "--compare-out",
@@ -459,6 +460,8 @@ def worker() -> None:
     Every setting is an environment variable RECIPROCITY_<SECTION>__<FIELD> (for example
     RECIPROCITY_KAFKA__BOOTSTRAP_SERVERS); `reciprocity config` prints them all with their
     values and where each came from, and the README's Settings section says what each is for.
+    The detection settings can also come from a YAML or JSON file named by
+    RECIPROCITY_DETECTION_FILE, re-read on SIGHUP and when it changes.
     """
     import faust
 
@@ -574,12 +577,19 @@ def acls(principal: str, command_config: str, role: str) -> None:
 @main.command(short_help="Print the effective configuration and where each value came from.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 def config(as_json: bool) -> None:
-    """Print every setting as VARIABLE=value (secrets masked) with its source (the
-    environment, or the default) as a comment. A bad value ends it non-zero, naming the
-    variable, as it would end the worker."""
-    from service.settings import effective_settings
+    """Print every setting as VARIABLE=value (secrets masked) with its source (the detection
+    file of RECIPROCITY_DETECTION_FILE, the environment, or the default) as a comment. A bad
+    value ends it non-zero, naming the variable or the file's field, as it would end the
+    worker."""
+    from service.settings import DetectionFile, effective_settings
 
-    lines = effective_settings(load_settings(), os.environ)
+    settings = load_settings()
+    source = DetectionFile.of(settings)
+    try:
+        in_file = source.read().fields if source is not None else frozenset()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    lines = effective_settings(settings, os.environ, in_file)
     if as_json:
         for line in lines:
             click.echo(orjson.dumps(line.__dict__))

@@ -2,6 +2,10 @@
 
 Each threshold carries a one-line reason. Nested sections reject unknown keys, so a typo in
 `RECIPROCITY_DETECTION__FOLLOWER_SPIKE__WINDOW_SECONDS` fails at start instead of being ignored.
+
+The detection section can also come from a YAML or JSON file (`RECIPROCITY_DETECTION_FILE`),
+which the worker re-reads while it runs: `DetectionFile` reads and validates it; the fields it
+sets win over the same `RECIPROCITY_DETECTION__*` variables.
 """
 
 from __future__ import annotations
@@ -9,15 +13,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from hashlib import blake2b
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -25,6 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -508,6 +516,13 @@ class WorkerSettings(Section):
         "pair scraping every 15 s asks for 0.13 a second).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    detection_file_check_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often the worker reads RECIPROCITY_DETECTION_FILE to see whether its "
+        "content changed (a mounted ConfigMap changes by a symlink swap, which only the content "
+        "shows); SIGHUP re-reads it at once.",
+    )
 
 
 class BridgeSettings(Section):
@@ -596,6 +611,16 @@ class Settings(BaseSettings):
     input: InputSettings = InputSettings()
     detection: DetectionSettings = DetectionSettings()
     bridge: BridgeSettings = BridgeSettings()
+    # What the variables (or the constructor) set of the detection section, before a detection
+    # file was layered over it (`with_detection_file`): a re-read file goes over it again.
+    _detection_under_file: dict[str, Any] | None = PrivateAttr(None)
+    detection_file: Path | None = Field(
+        None,
+        description="A YAML (.yaml, .yml) or JSON (.json) file shaped like the detection "
+        "section ({follower_spike: {min_follows: 40}}): its fields win over the same "
+        "RECIPROCITY_DETECTION__* variables. The worker re-reads it on SIGHUP and when its "
+        "content changes, and applies a valid one to the next event.",
+    )
 
 
 def variable_name(path: Iterable[object]) -> str:
@@ -609,8 +634,10 @@ class ConfigurationError(ValueError):
 
 
 def settings_from_environment() -> Settings:
+    """The settings of the `RECIPROCITY_*` variables, with the detection file, when one is
+    named, layered over their detection section."""
     try:
-        return Settings()
+        settings = Settings()
     except SettingsError as exc:
         # Raised for a value that is not valid JSON where a list or object is expected.
         raise ConfigurationError(f"invalid configuration: {exc}") from None
@@ -619,6 +646,126 @@ def settings_from_environment() -> Settings:
         for error in exc.errors(include_url=False):
             lines.append(f"  {variable_name(error['loc'])}: {error['msg']}")
         raise ConfigurationError("invalid configuration:\n" + "\n".join(lines)) from None
+    return with_detection_file(settings)
+
+
+@dataclass(frozen=True)
+class LoadedDetection:
+    settings: DetectionSettings
+    digest: str  # of the bytes read: the poll compares it to see a change
+    fields: frozenset[str]  # dotted paths the file sets: "follower_spike.min_follows"
+    shadowed: tuple[str, ...]  # variables whose value the file overrides
+
+
+@dataclass(frozen=True)
+class DetectionFile:
+    """`RECIPROCITY_DETECTION_FILE` and what lies under it: the detection fields the
+    variables set (`under`, nested like the section). Each read layers the file over them, so
+    a field removed from the file falls back to its variable, or to the default."""
+
+    path: Path
+    under: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, settings: Settings) -> DetectionFile | None:
+        if settings.detection_file is None:
+            return None
+        under = settings._detection_under_file
+        if under is None:  # built directly, not through `with_detection_file`
+            under = settings.detection.model_dump(exclude_unset=True)
+        return cls(settings.detection_file, under)
+
+    def read_bytes(self) -> bytes:
+        """The file's content, through any symlinks (a ConfigMap volume swaps a link)."""
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"{self.path}: cannot be read: {exc.strerror}") from None
+
+    def read(self) -> LoadedDetection:
+        return self.parse(self.read_bytes())
+
+    def parse(self, content: bytes) -> LoadedDetection:
+        """Raises `ConfigurationError` naming the file and each bad field, on one line."""
+        given = self.given(content)
+        detection = self.validated(_layered(self.under, given))
+        fields = frozenset(_paths(given))
+        shadowed = tuple(
+            variable_name(("detection", *path.split(".")))
+            for path in sorted(fields & frozenset(_paths(self.under)))
+        )
+        return LoadedDetection(detection, content_digest(content), fields, shadowed)
+
+    def given(self, content: bytes) -> dict[str, Any]:
+        """What the file itself sets."""
+        return _settings_object(self.path, content, "detection settings", _DETECTION_EXAMPLE)
+
+    def validated(self, layered: Mapping[str, Any]) -> DetectionSettings:
+        try:
+            return DetectionSettings.model_validate(layered)
+        except ValidationError as exc:
+            raise ConfigurationError(_invalid(self.path, "detection settings", exc)) from None
+
+
+_DETECTION_EXAMPLE = "{follower_spike: {min_follows: 40}}"
+
+
+def with_detection_file(settings: Settings) -> Settings:
+    """`settings` with its detection file, if it names one, layered over its detection
+    section. Raises `ConfigurationError` naming the file and each bad field."""
+    source = DetectionFile.of(settings)
+    if source is None:
+        return settings
+    layered = settings.model_copy(update={"detection": source.read().settings})
+    layered._detection_under_file = dict(source.under)
+    return layered
+
+
+def restart_only_fields(running: DetectionSettings, new: DetectionSettings) -> list[str]:
+    """The fields of `new` that a running pipeline cannot take, because they shape what is
+    stored rather than how it is judged: the state section's bounds (a lateness raised live
+    would take a re-delivered event whose id was already forgotten for a new one) and the size
+    of the stored text sketches (sketches of two sizes compare wrongly)."""
+    paths = [("state", name) for name in StateSettings.model_fields]
+    paths.append(("duplicate_reply_spam", "sketch_size"))
+    return [
+        f"{section}.{name}"
+        for section, name in paths
+        if getattr(getattr(running, section), name) != getattr(getattr(new, section), name)
+    ]
+
+
+def _layered(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """The layers merged field by field, later ones winning."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            below = merged.get(key)
+            if isinstance(value, Mapping) and isinstance(below, Mapping):
+                merged[key] = _layered(below, value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def _paths(layer: Mapping[str, Any], prefix: str = "") -> Iterable[str]:
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and value:
+            yield from _paths(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def content_digest(content: bytes) -> str:
+    return blake2b(content, digest_size=16).hexdigest()
+
+
+def _invalid(path: Path, what: str, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(the whole file)"
+        lines.append(f"{where}: {error['msg']}")
+    return f"{path}: invalid {what}: " + "; ".join(lines)
 
 
 class SettingsOverEnvironment(Settings):
@@ -644,31 +791,31 @@ _ENV_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=.*")
 
 def settings_over_environment(path: Path) -> Settings:
     """The environment's settings with the file at `path` layered over them (`replay
-    --compare-settings`): JSON (`.json`), an object shaped like the settings (sections nested,
-    `{"detection": {"follower_spike": {"min_follows": 20}}}`), or else a `.env` file of
-    `RECIPROCITY_*=value` lines, each meaning what the same variable means. What the file gives
-    wins; the rest stays as the environment says. Raises `ConfigurationError` naming the file
-    and each bad field."""
-    suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        # PyYAML is in the development tree only (kubernetes-validate), not a dependency of
-        # the service: a settings file that parsed in a checkout would fail in the image.
-        raise ConfigurationError(
-            f"{path}: YAML settings files are not supported (PyYAML is not a dependency of the "
-            "service): write the same object as JSON, or RECIPROCITY_* lines in a .env file"
-        )
+    --compare-settings`): JSON (`.json`) or YAML (`.yaml`, `.yml`), an object shaped like the
+    settings (sections nested, `{"detection": {"follower_spike": {"min_follows": 20}}}`), or
+    else a `.env` file of `RECIPROCITY_*=value` lines, each meaning what the same variable
+    means. What the file gives wins, over the detection file too; the rest stays as the
+    environment (and its detection file) says. Raises `ConfigurationError` naming the file and
+    each bad field."""
+    structured = path.suffix.lower() in _STRUCTURED
     try:
-        if suffix == ".json":
-            return SettingsOverEnvironment(**_json_settings_file(path))
-        _check_env_file(path)
-        return SettingsOverEnvironment(_env_file=path, _env_file_encoding="utf-8")
+        if structured:
+            given = _settings_file(path)
+            layered = SettingsOverEnvironment(**given)
+            detection = given.get("detection") or {}
+        else:
+            _check_env_file(path)
+            layered = SettingsOverEnvironment(_env_file=path, _env_file_encoding="utf-8")
+            detection = DotEnvSettingsSource(
+                Settings, env_file=path, env_file_encoding="utf-8"
+            )().get("detection", {})
     except SettingsError as exc:
         raise ConfigurationError(f"{path}: invalid settings: {exc}") from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False):
             loc = error["loc"]
-            if suffix == ".json":
+            if structured:
                 field = ".".join(str(part) for part in loc)
             elif len(loc) == 1 and str(loc[0]) not in Settings.model_fields:
                 field = str(loc[0]).upper()  # a .env line that names no setting, as written
@@ -676,17 +823,51 @@ def settings_over_environment(path: Path) -> Settings:
                 field = variable_name(loc)
             lines.append(f"  {field}: {error['msg']}")
         raise ConfigurationError(f"{path}: invalid settings:\n" + "\n".join(lines)) from None
+    source = DetectionFile.of(layered)
+    if source is None:
+        return layered
+    # The detection file goes between the environment and this file: what this file sets of
+    # the detection section wins over it, as over the variables.
+    in_file = source.given(source.read_bytes())
+    over_file = source.validated(_layered(source.under, in_file, detection))
+    return layered.model_copy(update={"detection": over_file})
 
 
-def _json_settings_file(path: Path) -> dict[str, Any]:
+_STRUCTURED = (".json", ".yaml", ".yml")
+
+
+def _settings_file(path: Path) -> dict[str, Any]:
     try:
-        parsed = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise ConfigurationError(f"{path}: not valid JSON: {exc}") from None
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot be read: {exc.strerror}") from None
+    return _settings_object(
+        path, content, "settings", '{"detection": {"follower_spike": {"min_follows": 20}}}'
+    )
+
+
+def _settings_object(path: Path, content: bytes, what: str, example: str) -> dict[str, Any]:
+    """The object a JSON (.json) or YAML (.yaml, .yml) file holds, which must be a mapping."""
+    suffix = path.suffix.lower()
+    parsed: object
+    if suffix == ".json":
+        try:
+            parsed = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigurationError(f"{path}: not valid JSON: {exc}") from None
+    elif suffix in (".yaml", ".yml"):
+        try:
+            parsed = yaml.safe_load(content)
+        except yaml.YAMLError as exc:
+            reason = " ".join(str(exc).split())
+            raise ConfigurationError(f"{path}: not valid YAML: {reason}") from None
+    else:
+        raise ConfigurationError(
+            f"{path}: the file name must end in .yaml, .yml or .json (which says how to read it)"
+        )
     if not isinstance(parsed, dict):
         raise ConfigurationError(
-            f"{path}: the settings must be a JSON object of sections, such as "
-            '{"detection": {"follower_spike": {"min_follows": 20}}}'
+            f"{path}: the {what} must be a mapping of sections, such as {example}"
         )
     return parsed
 
@@ -718,14 +899,20 @@ def _check_env_file(path: Path) -> None:
 class SettingLine:
     variable: str
     value: str
-    source: str  # "variable" or "default"
+    # "variable", "default", "file" (the detection file), or "file, over the variable" (the
+    # variable is set too, and has no effect while the file sets the field)
+    source: str
 
 
-def effective_settings(settings: Settings, environ: Mapping[str, str]) -> list[SettingLine]:
+def effective_settings(
+    settings: Settings, environ: Mapping[str, str], file_fields: Iterable[str] = ()
+) -> list[SettingLine]:
     """Every setting as its variable, its value (secrets masked) and where the value came
-    from: the environment (the variable itself, or a section of it given as JSON) or the
+    from: the detection file (`file_fields`, the dotted paths it sets in the detection
+    section), the environment (the variable itself, or a section of it given as JSON) or the
     default."""
     present = {name.upper(): value for name, value in environ.items()}
+    in_file = {("detection", *path.split(".")) for path in file_fields}
     lines: list[SettingLine] = []
 
     def walk(model: BaseModel, path: list[str], from_json: dict[str, Any]) -> None:
@@ -743,7 +930,10 @@ def effective_settings(settings: Settings, environ: Mapping[str, str]) -> list[S
                     section = {**section, **parsed}
                 walk(value, [*path, name], section)
                 continue
-            lines.append(SettingLine(variable, _shown(value), "variable" if given else "default"))
+            source = "variable" if given else "default"
+            if (*path, name) in in_file:
+                source = "file, over the variable" if given else "file"
+            lines.append(SettingLine(variable, _shown(value), source))
 
     walk(settings, [], {})
     return lines

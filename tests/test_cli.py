@@ -266,6 +266,55 @@ def test_a_shadow_rule_is_printed_only_with_include_shadow_and_marked(
     assert re.search(r"follower_spike\s+│\s+shadow", err), err
 
 
+def test_replay_takes_the_detection_file_over_the_variables(
+    generated: tuple[Path, list[dict[str, object]]],
+    enforced: list[dict[str, object]],
+    tmp_path: Path,
+) -> None:
+    detection = tmp_path / "detection.yaml"
+    detection.write_text("follow_churn:\n  min_churned_pairs: 5\n")
+    lowered, _ = replayed(generated[0], follow_churn__min_churned_pairs="5")
+    assert lowered != enforced
+    env = {
+        **os.environ,
+        "RECIPROCITY_DETECTION_FILE": str(detection),
+        # shadowed by the file: it has no effect
+        "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIRS": "500",
+    }
+    result = reciprocity("replay", str(generated[0]), env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    alerts = [orjson.loads(line) for line in result.stdout.splitlines()]
+    for alert in alerts:
+        del alert["detected_at"]
+    assert alerts == lowered
+
+
+def test_config_names_the_detection_file_as_a_source_and_a_bad_one_stops_it(
+    tmp_path: Path,
+) -> None:
+    detection = tmp_path / "detection.json"
+    detection.write_text('{"follow_churn": {"min_churned_pairs": 5, "mode": "shadow"}}')
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RECIPROCITY_DETECTION_FILE": str(detection),
+        "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIRS": "500",
+    }
+    result = reciprocity("config", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert (
+        "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIRS=5  # file, over the variable"
+        in lines
+    )
+    assert "RECIPROCITY_DETECTION__FOLLOW_CHURN__MODE=shadow  # file" in lines
+    assert f"RECIPROCITY_DETECTION_FILE={detection}  # variable" in lines
+
+    detection.write_text('{"follow_churn": {"min_churned_pairs": "few"}}')
+    result = reciprocity("config", env=env)
+    assert result.returncode != 0
+    assert "follow_churn.min_churned_pairs" in result.stderr.decode()
+
+
 def only_one_side(
     old: list[dict[str, object]], new: list[dict[str, object]]
 ) -> tuple[Counter[tuple[object, ...]], Counter[tuple[object, ...]]]:
@@ -286,6 +335,7 @@ def listed(lines: list[str], sign: str) -> Counter[tuple[object, ...]]:
     [
         ("lower.env", "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIRS=5\n"),
         ("lower.json", '{"detection": {"follow_churn": {"min_churned_pairs": 5}}}'),
+        ("lower.yaml", "detection:\n  follow_churn:\n    min_churned_pairs: 5\n"),
     ],
 )
 def test_compare_settings_lists_what_a_lowered_threshold_adds(

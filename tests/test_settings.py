@@ -10,9 +10,12 @@ import pytest
 from service.core.models import Rule
 from service.settings import (
     ConfigurationError,
+    DetectionFile,
     DetectionSettings,
     KafkaSettings,
     RuleSection,
+    effective_settings,
+    restart_only_fields,
     settings_from_environment,
     settings_over_environment,
 )
@@ -127,6 +130,13 @@ def test_an_unknown_mode_is_refused_naming_the_variable(monkeypatch: pytest.Monk
             '{"detection": {"follower_spike": {"min_follows": 12, "mode": "shadow"},'
             ' "follow_churn": {"min_churned_pairs": 7}}}',
         ),
+        (
+            "lower.yaml",
+            "detection:\n"
+            "  follower_spike: {min_follows: 12, mode: shadow}\n"
+            "  follow_churn:\n"
+            "    min_churned_pairs: 7\n",
+        ),
     ],
 )
 def test_a_settings_file_wins_over_the_environment_and_leaves_the_rest(
@@ -182,9 +192,15 @@ def test_a_settings_file_wins_over_the_environment_and_leaves_the_rest(
             '{"detection": {"unsolicited_retweet_request": {"high_distinct_strangers": 1}}}',
             ["high_distinct_strangers must be >= medium_distinct_strangers"],
         ),
-        ("list.json", "[1, 2]", ["must be a JSON object"]),
+        ("list.json", "[1, 2]", ["must be a mapping of sections"]),
         ("broken.json", '{"detection": ', ["not valid JSON"]),
-        ("lower.yaml", "detection: {}\n", ["YAML settings files are not supported"]),
+        (
+            "value.yaml",
+            "detection:\n  follower_spike:\n    min_follows: 0\n",
+            ["detection.follower_spike.min_follows", "greater than or equal to 1"],
+        ),
+        ("list.yml", "- 1\n- 2\n", ["must be a mapping of sections"]),
+        ("broken.yaml", "detection: [\n", ["not valid YAML"]),
     ],
 )
 def test_a_bad_settings_file_is_refused_naming_the_file_and_the_field(
@@ -198,3 +214,173 @@ def test_a_bad_settings_file_is_refused_naming_the_file_and_the_field(
     assert message.startswith(str(path))
     for part in says:
         assert part in message
+
+
+# -- the detection file (RECIPROCITY_DETECTION_FILE) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        (
+            "detection.yaml",
+            "follower_spike:\n  min_follows: 12\n  mode: shadow\n"
+            "follow_churn: {min_churned_pairs: 7}\n",
+        ),
+        (
+            "detection.json",
+            '{"follower_spike": {"min_follows": 12, "mode": "shadow"},'
+            ' "follow_churn": {"min_churned_pairs": 7}}',
+        ),
+    ],
+)
+def test_the_detection_file_wins_over_the_variables_and_leaves_the_rest(
+    name: str, content: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    monkeypatch.setenv("RECIPROCITY_DETECTION_FILE", str(path))
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS", "40")
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOWER_SPIKE__WINDOW_SECONDS", "300")
+    settings = settings_from_environment()
+    spike = settings.detection.follower_spike
+    assert (spike.min_follows, spike.mode) == (12, "shadow")  # the file's
+    assert spike.window_seconds == 300  # the variable's, in the same section
+    assert settings.detection.follow_churn.min_churned_pairs == 7
+    assert settings.detection_file == path
+
+    source = DetectionFile.of(settings)
+    assert source is not None
+    loaded = source.read()
+    assert loaded.settings == settings.detection
+    assert loaded.fields == {
+        "follower_spike.min_follows",
+        "follower_spike.mode",
+        "follow_churn.min_churned_pairs",
+    }
+    assert loaded.shadowed == ("RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS",)
+
+
+def test_a_field_removed_from_the_detection_file_falls_back_to_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "detection.yaml"
+    path.write_text("follower_spike:\n  min_follows: 12\n")
+    monkeypatch.setenv("RECIPROCITY_DETECTION_FILE", str(path))
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MIN_FOLLOWS", "40")
+    source = DetectionFile.of(settings_from_environment())
+    assert source is not None
+    path.write_text("follow_churn:\n  min_churned_pairs: 7\n")
+    assert source.read().settings.follower_spike.min_follows == 40
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        (
+            "detection.yaml",
+            "follower_spike:\n  min_follows: 0\n",
+            ["follower_spike.min_follows", "greater than or equal to 1"],
+        ),
+        (
+            "detection.json",
+            '{"follower_spike": {"min_folows": 12}}',
+            ["follower_spike.min_folows", "Extra inputs"],
+        ),
+        ("detection.yaml", "detection:\n  follower_spike: {}\n", ["detection: Extra inputs"]),
+        (
+            "detection.yaml",
+            "unsolicited_retweet_request: {high_distinct_strangers: 1}\n",
+            ["high_distinct_strangers must be >= medium_distinct_strangers"],
+        ),
+        ("detection.yaml", "follower_spike: [\n", ["not valid YAML"]),
+        ("detection.json", "[]", ["must be a mapping of sections"]),
+        ("detection.toml", "[follower_spike]\n", ["must end in .yaml, .yml or .json"]),
+    ],
+)
+def test_a_bad_detection_file_stops_the_start_naming_the_file_and_the_field(
+    name: str, content: str, says: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    monkeypatch.setenv("RECIPROCITY_DETECTION_FILE", str(path))
+    with pytest.raises(ConfigurationError) as refused:
+        settings_from_environment()
+    message = str(refused.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    for part in says:
+        assert part in message
+
+
+def test_a_missing_detection_file_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECIPROCITY_DETECTION_FILE", str(tmp_path / "absent.yaml"))
+    with pytest.raises(ConfigurationError, match=r"absent\.yaml: cannot be read"):
+        settings_from_environment()
+
+
+def test_only_what_shapes_stored_state_needs_a_restart() -> None:
+    running = DetectionSettings()
+    rules_changed = DetectionSettings.model_validate(
+        {
+            "follow_churn": {"min_churned_pairs": 5, "mode": "off"},
+            "duplicate_reply_spam": {"min_sends": 3, "texts_per_account": 4},
+        }
+    )
+    assert restart_only_fields(running, rules_changed) == []
+    stored_shape_changed = DetectionSettings.model_validate(
+        {
+            "state": {"allowed_lateness_seconds": 120, "recent_ids_per_account": 512},
+            "duplicate_reply_spam": {"sketch_size": 32},
+        }
+    )
+    assert restart_only_fields(running, stored_shape_changed) == [
+        "state.allowed_lateness_seconds",
+        "state.recent_ids_per_account",
+        "duplicate_reply_spam.sketch_size",
+    ]
+
+
+def test_compare_settings_goes_over_the_detection_file_which_goes_over_the_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    detection = tmp_path / "detection.yaml"
+    detection.write_text("follow_churn:\n  min_churned_pairs: 7\n  high_multiplier: 2.0\n")
+    monkeypatch.setenv("RECIPROCITY_DETECTION_FILE", str(detection))
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIRS", "60")
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOW_CHURN__WINDOW_SECONDS", "7200")
+    other = tmp_path / "other.env"
+    other.write_text("RECIPROCITY_DETECTION__FOLLOW_CHURN__HIGH_MULTIPLIER=5\n")
+    old = settings_from_environment().detection.follow_churn
+    new = settings_over_environment(other).detection.follow_churn
+    assert (old.min_churned_pairs, old.high_multiplier, old.window_seconds) == (7, 2.0, 7200)
+    assert (new.min_churned_pairs, new.high_multiplier, new.window_seconds) == (7, 5.0, 7200)
+
+
+def test_config_lines_name_the_detection_file_as_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "detection.yaml"
+    path.write_text("follow_churn:\n  min_churned_pairs: 7\n  mode: shadow\n")
+    environ = {
+        "RECIPROCITY_DETECTION_FILE": str(path),
+        "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIRS": "60",
+        "RECIPROCITY_DETECTION__FOLLOW_CHURN__WINDOW_SECONDS": "7200",
+    }
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    settings = settings_from_environment()
+    source = DetectionFile.of(settings)
+    assert source is not None
+    lines = {
+        line.variable: (line.value, line.source)
+        for line in effective_settings(settings, environ, source.read().fields)
+    }
+    churn = "RECIPROCITY_DETECTION__FOLLOW_CHURN__"
+    assert lines[churn + "MIN_CHURNED_PAIRS"] == ("7", "file, over the variable")
+    assert lines[churn + "MODE"] == ("shadow", "file")
+    assert lines[churn + "WINDOW_SECONDS"] == ("7200", "variable")
+    default = str(DetectionSettings().follow_churn.high_multiplier)
+    assert lines[churn + "HIGH_MULTIPLIER"] == (default, "default")
+    assert lines["RECIPROCITY_DETECTION_FILE"] == (str(path), "variable")

@@ -67,7 +67,7 @@ from service.detectors import (
     RULES,
     TARGET_DETECTORS,
 )
-from service.settings import DetectionSettings
+from service.settings import DetectionSettings, restart_only_fields
 
 # Timeline kind of each event type; the numbering is shared by given and received kinds.
 _KIND = {
@@ -117,6 +117,15 @@ class Pipeline:
         self._clock_ms = clock_ms
         self._ids_capacity = settings.state.recent_ids_per_account
         self._relations_capacity = settings.state.relations_per_account
+
+    def reconfigure(self, settings: DetectionSettings) -> None:
+        """Rule settings (modes, thresholds, patterns) for the next event of every stage: each
+        stage reads `self.config` once per event. What shapes stored state stays as the
+        pipeline was built with, so a change of it raises ValueError."""
+        restart_only = restart_only_fields(self.config.settings, settings)
+        if restart_only:
+            raise ValueError(f"{', '.join(restart_only)}: needs a restart")
+        self.config = Config(settings, RULES)
 
     # -- stage 1 ------------------------------------------------------------------------------
     def actor_stage(self, event: Event, position: int = -1, applied_upto: int = -1) -> StageResult:

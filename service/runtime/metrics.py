@@ -126,6 +126,24 @@ class Metrics:
             "the flow running (faust-streaming #629), put back into fetching.",
             registry=registry,
         )
+        self.config_reloads = Counter(
+            "reciprocity_config_reloads",
+            "Detection files read and applied (on SIGHUP, or when the file's content changed).",
+            registry=registry,
+        )
+        self.config_reload_failures = Counter(
+            "reciprocity_config_reload_failures",
+            "Detection files refused (unreadable, not YAML or JSON, or invalid settings): the "
+            "running settings stayed.",
+            registry=registry,
+        )
+        self.rule_info = Gauge(
+            "reciprocity_rule_info",
+            "1 for each rule's active rule_version and mode.",
+            ["rule", "rule_version", "mode"],
+            registry=registry,
+        )
+        self._rule_labels: dict[str, tuple[str, str, str]] = {}
         self.tracked = Gauge(
             "reciprocity_tracked_accounts",
             "Accounts with state on this worker, by table.",
@@ -140,6 +158,19 @@ class Metrics:
         observe = self.lag.observe
         for occurred in occurred_at_ms:
             observe(now_s - occurred / 1000)
+
+    def show_rules(self, versions: Mapping[str, str], modes: Mapping[str, str]) -> None:
+        """Set `reciprocity_rule_info` to the rules' versions and modes, removing the label set
+        a rule had before, so that each rule has one series."""
+        for rule, version in versions.items():
+            labels = (rule, version, modes[rule])
+            before = self._rule_labels.get(rule)
+            if before == labels:
+                continue
+            if before is not None:
+                self.rule_info.remove(*before)
+            self.rule_info.labels(*labels).set(1)
+            self._rule_labels[rule] = labels
 
     def track_sizes(self, sizes: Mapping[str, Callable[[], int]]) -> None:
         for table, size in sizes.items():

@@ -48,6 +48,7 @@ from service.runtime.topology import (
 )
 from service.settings import KafkaSettings, Settings
 from service.worker.ingest import IngestService
+from service.worker.reload import watch_detection_file
 from service.worker.tables import FaustStore, faust_table, register_codecs
 from service.worker.topics import TopicSpec, admin_client, ensure_topics, topic_spec
 from service.worker.web import add_views
@@ -284,6 +285,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     )
     app.topology = topology
     topology.commits.on_failure = app.fail_soon
+    watch_detection_file(app, settings, topology.pipeline, metrics)
     metrics.track_sizes(
         {"actors": lambda: len(stores["actors"]), "targets": lambda: len(stores["targets"])}
     )

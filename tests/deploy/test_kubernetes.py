@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -13,6 +14,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from service.settings import DetectionFile
 from tests.deploy.exported import DEPLOY, assert_valid_settings
 
 # The oldest Kubernetes minor we promise, and the newest one kubernetes-validate knows.
@@ -45,6 +47,10 @@ def worker_container(objects: list[Object]) -> Object:
     return container
 
 
+def settings_config_map(objects: list[Object]) -> Object:
+    return only(objects, "ConfigMap", **{"app.kubernetes.io/component": "settings"})
+
+
 def pod_labels(objects: list[Object]) -> dict[str, str]:
     labels: dict[str, str] = only(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     return labels
@@ -70,6 +76,7 @@ def closed(schema: Any) -> Any:
 def test_kustomize_renders_every_manifest(kubernetes_objects: list[Object]) -> None:
     kinds = sorted(obj["kind"] for obj in kubernetes_objects)
     assert kinds == [
+        "ConfigMap",
         "ConfigMap",
         "NetworkPolicy",
         "PodDisruptionBudget",
@@ -206,7 +213,7 @@ def test_settings_are_valid_and_the_password_is_a_marked_placeholder(
 ) -> None:
     container = worker_container(kubernetes_objects)
     (from_config_map, from_secret) = container["envFrom"]
-    config_map = only(kubernetes_objects, "ConfigMap")
+    config_map = settings_config_map(kubernetes_objects)
     secret = only(kubernetes_objects, "Secret")
     assert from_config_map["configMapRef"]["name"] == config_map["metadata"]["name"]
     assert from_secret["secretRef"]["name"] == secret["metadata"]["name"]
@@ -228,7 +235,7 @@ def test_settings_are_valid_and_the_password_is_a_marked_placeholder(
 def test_each_pod_keeps_its_rocksdb_store_on_its_own_volume(
     kubernetes_objects: list[Object],
 ) -> None:
-    config = only(kubernetes_objects, "ConfigMap")["data"]
+    config = settings_config_map(kubernetes_objects)["data"]
     assert config["RECIPROCITY_WORKER__STORE"] == "rocksdb://"
     (claim,) = only(kubernetes_objects, "StatefulSet")["spec"]["volumeClaimTemplates"]
     mounts = {
@@ -237,3 +244,37 @@ def test_each_pod_keeps_its_rocksdb_store_on_its_own_volume(
     assert mounts[claim["metadata"]["name"]] == config["RECIPROCITY_WORKER__DATA_DIR"]
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert QUANTITY.match(claim["spec"]["resources"]["requests"]["storage"])
+
+
+def test_the_detection_file_is_a_mounted_configmap_the_worker_accepts(
+    kubernetes_objects: list[Object], tmp_path: Path
+) -> None:
+    detection = only(
+        kubernetes_objects, "ConfigMap", **{"app.kubernetes.io/component": "detection"}
+    )
+    named = PurePosixPath(
+        settings_config_map(kubernetes_objects)["data"]["RECIPROCITY_DETECTION_FILE"]
+    )
+    volume = next(
+        v
+        for v in pod_spec(kubernetes_objects)["volumes"]
+        if v.get("configMap", {}).get("name") == detection["metadata"]["name"]
+    )
+    (mount,) = [
+        m
+        for m in worker_container(kubernetes_objects)["volumeMounts"]
+        if m["name"] == volume["name"]
+    ]
+    # The directory: a subPath mount would never see the kubelet's updates.
+    assert "subPath" not in mount and mount.get("readOnly") is True
+    assert named.parent == PurePosixPath(mount["mountPath"])
+    assert named.name in detection["data"]
+    # Not generated: a generated name (with a content hash) would restart the pods on an edit.
+    listed = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
+    assert "configMapGenerator" not in listed
+    copy_of = tmp_path / named.name
+    copy_of.write_text(detection["data"][named.name])
+    loaded = DetectionFile(
+        copy_of
+    ).read()  # raises, naming the field, if the worker would refuse it
+    assert loaded.fields

@@ -44,3 +44,23 @@ def test_a_mode_change_moves_no_rule_version() -> None:
         after = Config(changed, RULES)
         assert after.rule_versions == before.rule_versions
         assert after.modes == {**before.modes, "follower_spike": mode, "follow_churn": mode}
+
+
+def test_a_window_setting_changes_how_long_buckets_are_kept_never_their_width() -> None:
+    # The detection file changes settings under stored state (service/runtime/
+    # detection_reload.py): rows bucketed under the old settings must read right under the
+    # new, so a bucket's width and counters may not depend on a rule's settings.
+    default = DetectionSettings()
+    halved = DetectionSettings.model_validate(
+        {
+            rule.SETTINGS: {"window_seconds": getattr(default, rule.SETTINGS).window_seconds // 2}
+            for rule in RULES
+            if "window_seconds" in type(getattr(default, rule.SETTINGS)).model_fields
+        }
+    )
+    before, after = Config(default, RULES), Config(halved, RULES)
+    assert before.windows.keys() == after.windows.keys()
+    assert any(spec.keep != after.windows[name].keep for name, spec in before.windows.items())
+    for name, spec in before.windows.items():
+        layout = after.windows[name]
+        assert (spec.width_ms, spec.kinds) == (layout.width_ms, layout.kinds), name
