@@ -107,6 +107,19 @@ class RuleSection(Section):
         "only to the shadow topic, to watch a new rule or threshold on live traffic before "
         "moderators act on it; off: no alerts (its state is still kept, so it resumes warm).",
     )
+    quota_per_hour: int | None = Field(
+        None,
+        ge=1,
+        description="Most enforced alerts of this rule per event-time hour (UTC); past it the "
+        "rule's breaker opens and its alerts go to the shadow topic until the next hour: a "
+        "rule gone wrong must not flood moderators. None: no hourly quota.",
+    )
+    quota_per_day: int | None = Field(
+        None,
+        ge=1,
+        description="Most enforced alerts of this rule per event-time day (UTC), the same way: "
+        "bounds a slower flood that stays under the hourly quota. None: no daily quota.",
+    )
 
 
 class RetweetRequestSettings(RuleSection):
