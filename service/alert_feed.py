@@ -81,6 +81,8 @@ def alert_line(alert: Alert) -> Text:
     line.append(f"{alert.severity.value.upper():<6}", style=SEVERITY_STYLE[alert.severity])
     if isinstance(alert, ShadowAlert):  # never to be acted on: say so on every line
         line.append("  SHADOW", style="italic")
+        if alert.diverted_by is not None:  # an enforced rule's, past its quota
+            line.append(f" (over {alert.diverted_by})", style="italic")
     line.append(f"  {alert.rule}  ")
     line.append(alert.subject_id, style="bold")
     line.append(f"  {alert.summary}")

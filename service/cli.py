@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, get_args
 
@@ -19,8 +19,9 @@ from rich.table import Table
 
 from service.core.backtest import RuleComparison, SettingsComparison
 from service.core.decoding import EventDecoder, Rejection
-from service.core.models import Alert, Rule, ShadowAlert
+from service.core.models import BREAKER_RULE, Alert, Rule, ShadowAlert
 from service.core.replay import Replayer
+from service.core.rule_quota import Quota
 from service.settings import (
     ConfigurationError,
     Settings,
@@ -244,8 +245,8 @@ def _compare(source: str, old: Settings, new: Settings, out_dir: Path | None, qu
     headings = {
         rule.rule: _comparison_heading(
             rule,
-            (old_config.rule_versions[rule.rule], new_config.rule_versions[rule.rule]),
-            (old_config.modes[rule.rule], new_config.modes[rule.rule]),
+            (_rule_version(comparison.old, rule.rule), _rule_version(comparison.new, rule.rule)),
+            (_mode(old_config.modes, rule.rule), _mode(new_config.modes, rule.rule)),
         )
         for rule in rules
     }
@@ -265,6 +266,15 @@ def _compare(source: str, old: Settings, new: Settings, out_dir: Path | None, qu
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _rule_version(replayer: Replayer, rule: str) -> str:
+    """A detection rule's version; the breaker's is one per rule it watches, so none here."""
+    return replayer.pipeline.config.rule_versions.get(rule, "breaker")
+
+
+def _mode(modes: Mapping[str, str], rule: str) -> str:
+    return modes.get(rule, "enforce")  # the breaker's trips are always enforced
 
 
 def _comparison_heading(
@@ -317,6 +327,18 @@ def _print_comparison_tables(
         out.print(table)
 
 
+SEVERITIES = ("low", "medium", "high")
+
+
+def _quota_text(quota: Quota | None) -> str:
+    """`5/h 20/d`, `5/h`, or `-` for none."""
+    if quota is None:
+        return "-"
+    hour = f"{quota.per_hour}/h" if quota.per_hour else ""
+    day = f"{quota.per_day}/d" if quota.per_day else ""
+    return " ".join(part for part in (hour, day) if part)
+
+
 def _print_summary(
     err: Console,
     replayer: Replayer,
@@ -329,10 +351,13 @@ def _print_summary(
     processed = sum(stats.events_by_type.values())
     rate = lines / elapsed if elapsed > 0 else 0.0
     shadow = sum(stats.shadow_alerts.values())
+    diverted = sum(stats.diverted.values())
     shadow_note = ""
     if shadow:
         printed = "printed, marked" if include_shadow else "not printed: --include-shadow"
         shadow_note = f" {shadow:,} shadow alerts ({printed})."
+        if diverted:
+            shadow_note += f" {diverted:,} of them diverted past a rule's quota."
     err.print(
         f"{lines:,} lines in {elapsed:.2f} s ({rate:,.0f} lines/s): {processed:,} events counted, "
         f"{stats.outcomes.get('duplicate', 0):,} duplicates, {stats.outcomes.get('late', 0):,} "
@@ -342,17 +367,26 @@ def _print_summary(
         soft_wrap=True,
     )
     modes = replayer.pipeline.config.modes
+    quotas = replayer.quotas.quotas
     table = Table(title="alerts by rule", title_justify="left")
     table.add_column("rule")
     table.add_column("mode")
     for severity in ("low", "medium", "high"):
         table.add_column(severity, justify="right")
+    if quotas:
+        table.add_column("quota")
+        table.add_column("diverted", justify="right")
     for rule in get_args(Rule):
         # A rule has one mode for the whole replay: its row counts the alerts of that mode.
         counts = stats.shadow_alerts if modes[rule] == "shadow" else stats.alerts
-        table.add_row(
-            rule, modes[rule], *(str(counts.get((rule, s), 0)) for s in ("low", "medium", "high"))
-        )
+        row = [rule, modes[rule], *(str(counts.get((rule, s), 0)) for s in SEVERITIES)]
+        if quotas:
+            quota = quotas.get(rule)
+            row += [_quota_text(quota), str(stats.diverted.get(rule, 0))]
+        table.add_row(*row)
+    if quotas:
+        trips = [str(stats.alerts.get((BREAKER_RULE, s), 0)) for s in SEVERITIES]
+        table.add_row(BREAKER_RULE, "enforce", *trips, "", "")
     err.print(table)
     if rejected:
         codes = Table(title="rejected lines by code", title_justify="left")
@@ -667,7 +701,8 @@ def jetstream(url: str | None, cursor_file: Path | None, from_now: bool) -> None
 @click.option(
     "--shadow",
     is_flag=True,
-    help="The shadow-alerts topic instead: the alerts of rules in shadow mode.",
+    help="The shadow-alerts topic instead: the alerts of rules in shadow mode, and those "
+    "of enforced rules past their quota (marked over quota).",
 )
 def alerts(
     as_json: bool,

@@ -115,6 +115,19 @@ class RuleSection(Section):
         "only to the shadow topic, to watch a new rule or threshold on live traffic before "
         "moderators act on it; off: no alerts (its state is still kept, so it resumes warm).",
     )
+    quota_per_hour: int | None = Field(
+        None,
+        ge=1,
+        description="Most enforced alerts of this rule per event-time hour (UTC); past it the "
+        "rule's breaker opens and its alerts go to the shadow topic until the next hour: a "
+        "rule gone wrong must not flood moderators. None: no hourly quota.",
+    )
+    quota_per_day: int | None = Field(
+        None,
+        ge=1,
+        description="Most enforced alerts of this rule per event-time day (UTC), the same way: "
+        "bounds a slower flood that stays under the hourly quota. None: no daily quota.",
+    )
 
 
 class RetweetRequestSettings(RuleSection):
@@ -725,9 +738,15 @@ def restart_only_fields(running: DetectionSettings, new: DetectionSettings) -> l
     """The fields of `new` that a running pipeline cannot take, because they shape what is
     stored rather than how it is judged: the state section's bounds (a lateness raised live
     would take a re-delivered event whose id was already forgotten for a new one) and the size
-    of the stored text sketches (sketches of two sizes compare wrongly)."""
+    of the stored text sketches (sketches of two sizes compare wrongly). Also the quotas: the
+    worker's quota gate is built once, at the start."""
     paths = [("state", name) for name in StateSettings.model_fields]
     paths.append(("duplicate_reply_spam", "sketch_size"))
+    for section, field_info in DetectionSettings.model_fields.items():
+        if isinstance(field_info.annotation, type) and issubclass(
+            field_info.annotation, RuleSection
+        ):
+            paths.extend([(section, "quota_per_hour"), (section, "quota_per_day")])
     return [
         f"{section}.{name}"
         for section, name in paths

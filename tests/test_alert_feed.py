@@ -14,6 +14,7 @@ import pytest
 
 from service.alert_feed import AlertFilter, SeenIds, alert_line, parse_duration, shown
 from service.core.models import Alert, Severity, ShadowAlert
+from service.core.rule_quota import RuleQuotas
 from tests.worker.harness import create_topics, produce
 
 GOLDEN = Path(__file__).parent / "core" / "golden"
@@ -72,6 +73,19 @@ def test_the_line_has_time_severity_rule_subject_and_summary() -> None:
     assert text.startswith(CHURN.window_end.replace("T", " ").removesuffix("Z"))
     for part in ("HIGH", "follow_churn", CHURN.subject_id, CHURN.summary):
         assert part in text
+
+
+def test_a_diverted_alert_is_marked_shadow_over_quota_and_a_trip_reads_as_an_alert() -> None:
+    shadow = ShadowAlert(**dict(CHURN), mode="shadow")
+    diverted = ShadowAlert(**dict(CHURN), mode="shadow", diverted_by="quota")
+    assert "SHADOW" in alert_line(shadow).plain and "over quota" not in alert_line(shadow).plain
+    assert "SHADOW (over quota)" in alert_line(diverted).plain
+    quotas = RuleQuotas({"follow_churn": (1, None)}, lambda: 0)
+    (trip,) = quotas.route([CHURN, CHURN.model_copy(update={"alert_id": "other"})]).tripped
+    text = alert_line(trip).plain
+    for part in ("HIGH", "rule_breaker_tripped", "follow_churn", trip.summary):
+        assert part in text
+    assert "SHADOW" not in text
 
 
 @pytest.mark.parametrize(

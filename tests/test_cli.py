@@ -315,6 +315,59 @@ def test_config_names_the_detection_file_as_a_source_and_a_bad_one_stops_it(
     assert "follow_churn.min_churned_pairs" in result.stderr.decode()
 
 
+def test_past_its_quota_a_rule_is_diverted_to_the_shadow_alerts_and_its_breaker_trips(
+    generated: tuple[Path, list[dict[str, object]]], enforced: list[dict[str, object]]
+) -> None:
+    rule = "unsolicited_retweet_request"
+    # One an hour: in each event-time hour (UTC) of the enforced run, the rule's first alert is
+    # sent and the others are diverted; an hour with a diverted alert trips the breaker once.
+    by_hour: dict[str, list[dict[str, object]]] = {}
+    for alert in enforced:
+        if alert["rule"] == rule:
+            by_hour.setdefault(str(alert["window_end"])[:13], []).append(alert)
+    diverted = [alert for alerts in by_hour.values() for alert in alerts[1:]]
+    tripped_hours = sorted(f"{hour}:00:00.000Z" for hour, alerts in by_hour.items() if alerts[1:])
+    assert diverted, "the traffic must raise the rule twice within an hour"
+
+    alerts, err = replayed(generated[0], **{f"{rule}__quota_per_hour": "1"})
+    trips = [a for a in alerts if a["rule"] == "rule_breaker_tripped"]
+    assert [a for a in alerts if a not in trips] == [a for a in enforced if a not in diverted]
+    assert sorted(str(trip["window_start"]) for trip in trips) == tripped_hours
+    assert {(trip["subject_id"], trip["severity"]) for trip in trips} == {(rule, "high")}
+    assert f"{len(diverted)} shadow alerts (not printed: --include-shadow)" in err
+    assert f"{len(diverted)} of them diverted past a rule's quota" in err
+    # The summary table gives the quota and the diverted alerts beside the rule's counts.
+    assert re.search(rf"enforce.*│\s+1/h\s+│\s+{len(diverted)}\s+│", err), err
+
+    alerts, _ = replayed(generated[0], "--include-shadow", **{f"{rule}__quota_per_hour": "1"})
+    assert [a for a in alerts if "mode" in a] == [
+        {**a, "mode": "shadow", "diverted_by": "quota"} for a in diverted
+    ]
+    # A daily quota as high as the whole run's alerts diverts nothing.
+    alerts, err = replayed(generated[0], **{f"{rule}__quota_per_day": str(len(enforced))})
+    assert alerts == enforced
+    assert "diverted" not in err.splitlines()[0]
+
+
+def test_compare_settings_shows_the_breaker_trips_a_quota_adds(
+    generated: tuple[Path, list[dict[str, object]]], tmp_path: Path
+) -> None:
+    rule = "unsolicited_retweet_request"
+    other = tmp_path / "quota.env"
+    other.write_text(f"RECIPROCITY_DETECTION__{rule.upper()}__QUOTA_PER_HOUR=1\n")
+    result = reciprocity("replay", str(generated[0]), "--compare-settings", str(other))
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    limited, _ = replayed(generated[0], **{f"{rule}__quota_per_hour": "1"})
+    trips = [a for a in limited if a["rule"] == "rule_breaker_tripped"]
+    assert trips
+    # Diverted alerts keep their ids: the rule itself changes nothing; the trips are new.
+    assert any(line.startswith(f"{rule} (") and "0 only new, 0 only old" in line for line in lines)
+    (heading,) = [line for line in lines if line.startswith("rule_breaker_tripped (")]
+    assert f": 0 old, {len(trips)} new;" in heading
+    assert listed(lines, "+") == Counter(("rule_breaker_tripped", rule, "high") for _ in trips)
+
+
 def only_one_side(
     old: list[dict[str, object]], new: list[dict[str, object]]
 ) -> tuple[Counter[tuple[object, ...]], Counter[tuple[object, ...]]]:

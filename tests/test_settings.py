@@ -7,7 +7,9 @@ from typing import get_args
 
 import pytest
 
+from service.core.context import Config
 from service.core.models import Rule
+from service.detectors import RULES
 from service.settings import (
     ConfigurationError,
     DetectionFile,
@@ -110,6 +112,41 @@ def test_an_unknown_mode_is_refused_naming_the_variable(monkeypatch: pytest.Monk
     with pytest.raises(ConfigurationError) as refused:
         settings_from_environment()
     assert "RECIPROCITY_DETECTION__FOLLOWER_SPIKE__MODE" in str(refused.value)
+
+
+def test_quotas_are_off_by_default_with_a_reason_and_come_from_their_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    detection = DetectionSettings()
+    for name in get_args(Rule):
+        section = getattr(detection, name)
+        assert (section.quota_per_hour, section.quota_per_day) == (None, None)
+        for field in ("quota_per_hour", "quota_per_day"):
+            assert type(section).model_fields[field].description
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOW_CHURN__QUOTA_PER_HOUR", "5")
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOW_CHURN__QUOTA_PER_DAY", "20")
+    churn = settings_from_environment().detection.follow_churn
+    assert (churn.quota_per_hour, churn.quota_per_day) == (5, 20)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_a_bad_quota_is_refused_naming_the_variable(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECIPROCITY_DETECTION__FOLLOW_CHURN__QUOTA_PER_DAY", value)
+    with pytest.raises(ConfigurationError) as refused:
+        settings_from_environment()
+    assert "RECIPROCITY_DETECTION__FOLLOW_CHURN__QUOTA_PER_DAY" in str(refused.value)
+
+
+def test_a_quota_moves_no_rule_version() -> None:
+    plain = Config(DetectionSettings(), RULES).rule_versions
+    limited = DetectionSettings.model_validate(
+        {rule: {"quota_per_hour": 1, "quota_per_day": 2} for rule in get_args(Rule)}
+    )
+    assert Config(limited, RULES).rule_versions == plain
+    lowered = DetectionSettings.model_validate({"follow_churn": {"min_churned_pairs": 7}})
+    assert Config(lowered, RULES).rule_versions != plain  # a threshold does
 
 
 # -- another configuration layered over the environment (replay --compare-settings) ------------

@@ -27,9 +27,9 @@ from service.core.decoding import REJECTION_CODES, EventDecoder, Rejection
 from service.core.models import (
     SCHEMA_VERSION,
     Alert,
+    AlertRule,
     DeadLetter,
     Event,
-    Rule,
     ShadowAlert,
     parse_timestamp_ms,
 )
@@ -77,7 +77,7 @@ def load_golden_alerts(directory: Path = GOLDEN_ALERTS) -> dict[str, list[dict[s
         )
     alerts: dict[str, list[dict[str, Any]]] = {}
     decoder = json.JSONDecoder()
-    for rule in get_args(Rule):
+    for rule in get_args(AlertRule):
         text = (directory / f"{rule}.json").read_text(encoding="utf-8")
         found: list[dict[str, Any]] = []
         position = 0
@@ -168,7 +168,7 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
     kafka = KafkaSettings()
     input_settings = InputSettings()
     events_topic = topics.events[0]
-    alert_examples = [alert for rule in get_args(Rule) for alert in golden[rule]]
+    alert_examples = [alert for rule in get_args(AlertRule) for alert in golden[rule]]
     event = event_example(golden)
     letter = dead_letter_example(
         event,
@@ -177,9 +177,12 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
         input_settings.dead_letter_keep_bytes,
     )
     codes = ", ".join(f"`{code}`" for code in REJECTION_CODES)
-    # What the golden follower_spike alert would be with the rule in shadow mode.
+    # What the golden follower_spike alert would be with the rule in shadow mode, and with the
+    # rule enforced but past its quota.
     shadow_example = {**golden["follower_spike"][0], "mode": "shadow"}
+    diverted_example = {**shadow_example, "diverted_by": "quota"}
     ShadowAlert.model_validate(shadow_example)
+    ShadowAlert.model_validate(diverted_example)
 
     def env(*path: str) -> str:
         return f"`{variable_name(path)}`"
@@ -281,7 +284,11 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
                     "Alerts of rules in shadow mode "
                     f"({env('detection', '<rule>', 'mode')}=shadow), on their own topic "
                     f"({env('topics', 'shadow_alerts')}) so that nothing reading the alerts "
-                    "channel acts on them: a rule or threshold on trial. Kept as long as "
+                    "channel acts on them: a rule or threshold on trial; and the alerts of an "
+                    "enforced rule past its quota "
+                    f"({env('detection', '<rule>', 'quota_per_hour')}, "
+                    f"{env('detection', '<rule>', 'quota_per_day')}) while its circuit breaker "
+                    "is open. Kept as long as "
                     f"alerts ({topics.alerts_retention_days} days, "
                     f"{env('topics', 'alerts_retention_days')})."
                 ),
@@ -349,11 +356,15 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
             "sendShadowAlerts": {
                 "action": "send",
                 "channel": {"$ref": "#/channels/shadowAlerts"},
-                "summary": "The worker sends the alerts of rules in shadow mode.",
+                "summary": (
+                    "The worker sends the alerts of rules in shadow mode, and those diverted "
+                    "past a rule's quota."
+                ),
                 "description": (
-                    "What the alerts channel would carry if those rules were enforced (the "
-                    'same `alert_id`, evidence and episodes), plus `"mode": "shadow"`, '
-                    "keyed by `subject_id`; never sent to the alerts channel."
+                    "What the alerts channel would carry if those rules were enforced or "
+                    "under their quota (the same `alert_id`, evidence and episodes), plus "
+                    '`"mode": "shadow"` (and `"diverted_by": "quota"` for the latter), keyed by '
+                    "`subject_id`; never sent to the alerts channel."
                 ),
                 "messages": [{"$ref": "#/channels/shadowAlerts/messages/shadowAlert"}],
             },
@@ -412,7 +423,11 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
                         "`alert_id` is deterministic from rule, subject, severity and episode: "
                         "re-processing yields the same id. `evidence` is rule-specific (counts, "
                         "baseline, the thresholds used, up to 20 `sample_event_ids`): see the "
-                        "examples, the golden payloads of every rule."
+                        "examples, the golden payloads of every rule. A `rule_breaker_tripped` "
+                        "alert (severity high) says that the rule named by its `subject_id` "
+                        "reached its quota: its id is deterministic from that rule and the "
+                        "quota window, and that rule's further alerts in the window go to the "
+                        "shadow alerts channel."
                     ),
                     "contentType": "application/json",
                     "payload": {"$ref": f"#/components/schemas/{Alert.__name__}"},
@@ -437,11 +452,13 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
                 "shadowAlert": {
                     "name": "shadowAlert",
                     "title": "Shadow alert",
-                    "summary": "An alert of a rule in shadow mode.",
+                    "summary": "An alert of a rule in shadow mode, or past its rule's quota.",
                     "description": (
                         "An alert as the alerts channel would carry it if the rule were "
-                        "enforced, and one more field, `mode`, always `shadow`. The alerts "
-                        "channel's messages never have it."
+                        "enforced and under its quota, and one more field, `mode`, always "
+                        "`shadow`; an alert of an enforced rule whose circuit breaker was open "
+                        "has a second, `diverted_by`, always `quota`. The alerts channel's "
+                        "messages never have them."
                     ),
                     "contentType": "application/json",
                     "payload": {"$ref": f"#/components/schemas/{ShadowAlert.__name__}"},
@@ -459,7 +476,16 @@ def asyncapi_document(golden: Mapping[str, list[dict[str, Any]]]) -> dict[str, A
                                 f"`{shadow_example['subject_id']}`."
                             ),
                             "payload": shadow_example,
-                        }
+                        },
+                        {
+                            "name": "follower_spike-diverted",
+                            "summary": (
+                                "The follower_spike example, with the rule enforced and its "
+                                "breaker open; key "
+                                f"`{diverted_example['subject_id']}`."
+                            ),
+                            "payload": diverted_example,
+                        },
                     ],
                 },
                 "deadLetter": {

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
-from service.core.models import Alert, Event, Rule, parse_timestamp_ms
+from service.core.models import BREAKER_RULE, Alert, AlertRule, Event, parse_timestamp_ms
 from service.core.replay import Replayer
 from service.settings import DetectionSettings
 
@@ -53,9 +53,10 @@ class RuleComparison:
 
 
 def compare_alerts(old: Iterable[Alert], new: Iterable[Alert]) -> list[RuleComparison]:
-    """Per rule (every rule, in the order of `models.Rule`), what the two alert sets share and
-    what only one of them has; see the module docstring for what counts as the same alert."""
-    comparisons = {rule: RuleComparison(rule) for rule in get_args(Rule)}
+    """Per rule (in the order of `models.AlertRule`; the breaker's trips last, if any), what
+    the two alert sets share and what only one of them has; see the module docstring for what
+    counts as the same alert."""
+    comparisons = {rule: RuleComparison(rule) for rule in get_args(AlertRule)}
     old_groups = _grouped(old)
     new_groups = _grouped(new)
     for key in sorted(old_groups.keys() | new_groups.keys()):
@@ -71,7 +72,8 @@ def compare_alerts(old: Iterable[Alert], new: Iterable[Alert]) -> list[RuleCompa
     for comparison in comparisons.values():
         comparison.only_new.sort(key=_in_time)
         comparison.only_old.sort(key=_in_time)
-    return list(comparisons.values())
+    # The breaker is no rule of its own: it shows only where a quota tripped it.
+    return [c for c in comparisons.values() if c.rule != BREAKER_RULE or c.old or c.new]
 
 
 def _grouped(alerts: Iterable[Alert]) -> dict[MatchKey, list[Alert]]:

@@ -126,15 +126,23 @@ class Config:
         self.windows: dict[str, BucketSpec] = {}
         self.rule_versions: dict[str, str] = {}
         self.modes: dict[str, RuleMode] = {}
+        # Per rule, (most enforced alerts per hour, per day); None: no quota.
+        self.quotas: dict[str, tuple[int | None, int | None]] = {}
         for rule in rules:
             self.windows.update(rule.windows(settings, disorder))
             section: RuleSection = getattr(settings, rule.SETTINGS)
-            # The mode says where alerts go, not what they are: a shadow alert carries the
-            # version its enforced twin would, and switching modes moves no version.
+            # The mode and the quotas say where alerts go, not what they are: a shadow or
+            # diverted alert carries the version its enforced twin would, and changing either
+            # moves no version.
             self.rule_versions[rule.RULE] = rule_version(
-                rule.LOGIC_VERSION, section.model_dump_json(exclude={"mode"})
+                rule.LOGIC_VERSION, section.model_dump_json(exclude=set(ROUTING_SETTINGS))
             )
             self.modes[rule.RULE] = section.mode
+            self.quotas[rule.RULE] = (section.quota_per_hour, section.quota_per_day)
+
+
+# A rule section's fields that route its alerts and leave them unchanged.
+ROUTING_SETTINGS = frozenset({"mode", "quota_per_hour", "quota_per_day"})
 
 
 def rule_version(logic_version: str, thresholds_json: str) -> str:

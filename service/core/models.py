@@ -222,6 +222,11 @@ _SEVERITY_RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3}
 Rule = Literal[
     "unsolicited_retweet_request", "follower_spike", "follow_churn", "duplicate_reply_spam"
 ]
+# Not a detector: the alert that a rule's circuit breaker opened (its subject is that rule).
+BreakerRule = Literal["rule_breaker_tripped"]
+BREAKER_RULE: BreakerRule = "rule_breaker_tripped"
+# What an alert's `rule` may be: a detection rule, or the breaker's own alert.
+AlertRule = Literal[Rule, BreakerRule]
 
 
 class Alert(BaseModel):
@@ -229,8 +234,11 @@ class Alert(BaseModel):
         extra="forbid", frozen=True, json_schema_extra={"title": "social.alerts message"}
     )
 
-    alert_id: str = Field(description="Deterministic from rule, subject, severity and episode.")
-    rule: Rule
+    alert_id: str = Field(
+        description="Deterministic from rule, subject, severity and episode (rule_breaker_tripped: "
+        "from the rule and the window it tripped in)."
+    )
+    rule: AlertRule
     rule_version: str
     severity: Severity
     subject_id: str
@@ -248,12 +256,25 @@ class Alert(BaseModel):
 # A class of its own, for the shadow topic alone: the alerts topic's payload stays exactly the
 # fields the contract lists (extra keys forbidden), byte for byte what it was before modes.
 class ShadowAlert(Alert):
-    """An alert of a rule in shadow mode: the alert enforcing it would send, plus `mode`."""
+    """An alert of a rule in shadow mode, or of an enforced rule past its quota: the alert
+    enforcing it would send, plus `mode` (and `diverted_by` for the latter)."""
 
     model_config = ConfigDict(json_schema_extra={"title": "social.alerts.shadow message"})
 
+    rule: Rule  # a detection rule: the breaker's own alerts always go to the alerts topic
+
     mode: Literal["shadow"] = Field(
         description="Always shadow: no moderation tool should act on this alert."
+    )
+    # Absent from the payload unless diverted: a shadow-mode alert stays the enforced alert plus
+    # `mode`, byte for byte, as it was before quotas.
+    diverted_by: Literal["quota"] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="Present only when the rule is enforced but this alert went here instead "
+        "of the alerts topic: quota, the rule's circuit breaker was open (it had raised its "
+        "hourly or daily quota of alerts; its rule_breaker_tripped alert says when). Absent: "
+        "the rule runs in shadow mode.",
     )
 
 

@@ -1,7 +1,9 @@
 """One process, no Kafka: the same pipeline over a sequence of events, state in dicts.
 
 Events are re-ordered by event time within the lateness bound before they reach the
-pipeline, so input shuffled within that bound gives the same alerts as sorted input.
+pipeline, so input shuffled within that bound gives the same alerts as sorted input. The rules'
+quotas (`rule_quota`) apply after the pipeline, in the order alerts are raised: one process
+sees every alert, so a quota here is the global one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from service.core.context import TargetMessage
 from service.core.models import Alert, Event, EventType
 from service.core.pipeline import Outcome, Pipeline, StageResult
 from service.core.reciprocity import profile
+from service.core.rule_quota import RuleQuotas
 from service.core.state import MemoryTables
 from service.settings import DetectionSettings
 
@@ -25,7 +28,8 @@ class ReplayStats:
     events_by_type: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # enforced
-    shadow_alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    shadow_alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # diverted too
+    diverted: Counter[str] = field(default_factory=Counter)  # by rule: past its quota
     suppressed: int = 0
 
     def count(self, result: StageResult) -> None:
@@ -55,6 +59,8 @@ class Replayer:
     ) -> None:
         self.tables = MemoryTables.empty()
         self.pipeline = Pipeline(settings, self.tables, clock_ms)
+        self.quotas = RuleQuotas(self.pipeline.config.quotas, clock_ms)
+        self._quotas_active = bool(self.quotas)
         self.stats = ReplayStats()
         self.include_shadow = include_shadow
         self._lateness_ms = settings.state.allowed_lateness_seconds * 1000
@@ -86,6 +92,8 @@ class Replayer:
     def run(self, event: Event) -> list[Alert]:
         """All three stages for one event, in order."""
         stats = self.stats
+        if self._quotas_active:
+            self.quotas.advance(event.occurred_at)  # an open breaker closes as the stream moves on
         first = self.pipeline.actor_stage(event)
         outcome = first.outcome
         stats.outcomes[_OUTCOME_NAMES[outcome]] += 1
@@ -93,6 +101,7 @@ class Replayer:
             stats.events_by_type[_TYPE_NAMES[event.type]] += 1
         alerts = first.alerts
         if alerts or first.suppressed or first.shadow_alerts:
+            self._apply_quotas(first)
             stats.count(first)
             alerts = self._with_shadow(first)
         if first.forward is not None:
@@ -106,15 +115,28 @@ class Replayer:
         second = pipeline.target_stage(message)
         alerts = second.alerts
         if alerts or second.suppressed or second.shadow_alerts:
+            self._apply_quotas(second)
             self.stats.count(second)
             alerts = self._with_shadow(second)
         if second.stranger_requests:
             alerts = list(alerts)
             for request in second.stranger_requests:
                 third = pipeline.requester_stage(request)
+                self._apply_quotas(third)
                 self.stats.count(third)
                 alerts.extend(self._with_shadow(third))
         return alerts
+
+    def _apply_quotas(self, result: StageResult) -> None:
+        """Enforced alerts past their rule's quota move to the shadow alerts, marked; a
+        breaker's trip alert joins the enforced ones."""
+        if not self._quotas_active or not result.alerts:
+            return
+        routed = self.quotas.route(result.alerts)
+        result.alerts = routed.alerts
+        if routed.diverted:
+            result.shadow_alerts.extend(routed.diverted)
+            self.stats.diverted.update(alert.rule for alert in routed.diverted)
 
     def _with_shadow(self, result: StageResult) -> list[Alert]:
         if self.include_shadow and result.shadow_alerts:

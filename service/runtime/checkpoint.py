@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.core.models import Alert, ShadowAlert
 from service.runtime.framing import (
@@ -21,6 +21,9 @@ from service.runtime.metrics import Metrics
 from service.runtime.progress import Marker, ProgressMarkers
 from service.runtime.sinks import Sink, alert_message
 from service.runtime.tables import ChangelogRecord, Commit, StateTables
+
+if TYPE_CHECKING:
+    from service.runtime.quota_gate import QuotaGate
 
 
 class Record(Protocol):
@@ -125,12 +128,14 @@ class Checkpoint:
         sinks: OutputSinks,
         queue: CommitQueue,
         metrics: Metrics,
+        quotas: QuotaGate | None = None,
     ) -> None:
         self.tables = tables
         self.markers = markers
         self.sinks = sinks
         self.queue = queue
         self.metrics = metrics
+        self.quotas = quotas  # None: no rule has a quota, alerts go straight to their sinks
 
     async def run(self, record: Record, stage: StageLogic) -> Awaitable[Outputs | None] | None:
         """None: the stage left the message unapplied (`StageLogic.ready`); nothing of it is
@@ -163,8 +168,11 @@ class Checkpoint:
         )
         if not await stage.ready(message):
             return None
-        # 2. Apply (and hand the outputs over, in order).
+        # 2. Apply (and hand the outputs over, in order; past a rule's quota, to the shadow
+        # topic).
         outputs = stage.apply(message)
+        if self.quotas is not None:
+            self.quotas.route(outputs)
         commit = self.tables.commit(partition)
         sent = await self._hand_over(outputs, record)
         applied = marker.after(record.offset, origins)

@@ -56,6 +56,22 @@ class Metrics:
             ["rule"],
             registry=registry,
         )
+        self.diverted = Counter(
+            "reciprocity_alerts_diverted",
+            "Alerts of an enforced rule sent to the shadow topic instead of the alerts topic "
+            "because the rule's circuit breaker was open (past its hourly or daily quota), by "
+            "rule (counted in reciprocity_alerts_total with mode shadow too).",
+            ["rule"],
+            registry=registry,
+        )
+        self.breaker_open = Gauge(
+            "reciprocity_rule_breaker_open",
+            "1 while a rule's circuit breaker is open: the rule reached its alert quota in the "
+            "current event-time hour or day and its further alerts are diverted to the shadow "
+            "topic. Only rules with a quota have a series.",
+            ["rule"],
+            registry=registry,
+        )
         self.lag = Histogram(
             "reciprocity_event_lag_seconds",
             "Processing time minus event time, at stage 1.",

@@ -269,6 +269,9 @@ class ActorStage(_ContainedStage):
     def handled(self, record: Record) -> None:
         self._input.handled()
         self._clock.advance(record.partition, self._newest)
+        quotas = self.checkpoint.quotas
+        if quotas is not None and self._newest >= 0:
+            quotas.advance(self._newest)  # after its alerts were routed: they count first
         self._newest = -1
 
 

@@ -9,9 +9,11 @@ from typing import Any
 
 from service.core.decoding import EventDecoder
 from service.core.pipeline import Pipeline
+from service.core.rule_quota import RuleQuotas
 from service.runtime.checkpoint import Checkpoint, CommitQueue, Forwards, OutputSinks
 from service.runtime.metrics import Metrics
 from service.runtime.progress import ProgressMarkers
+from service.runtime.quota_gate import QuotaGate
 from service.runtime.sinks import Sink
 from service.runtime.stage_wait import ActorStageClock, Stage1Input
 from service.runtime.stages import ActorStage, IngestStage, RequesterStage, TargetStage
@@ -64,6 +66,7 @@ class Topology:
     clock: ActorStageClock
     stage1_input: Stage1Input
     commits: CommitQueue
+    quotas: QuotaGate | None = None  # None: no rule has a quota
 
     @property
     def checkpointed(self) -> tuple[ActorStage, TargetStage, RequesterStage]:
@@ -104,6 +107,9 @@ def build_topology(
     tables = StateTables(actors, targets, relations)  # type: ignore[arg-type]
     commits = CommitQueue(tables, metrics)
     pipeline = Pipeline(settings.detection, tables, clocks.wall_ms)
+    # One gate for the process's three stages: its quotas count what this process raises.
+    rule_quotas = RuleQuotas(pipeline.config.quotas, clocks.wall_ms)
+    quotas = QuotaGate(rule_quotas, metrics) if rule_quotas else None
     partitions = settings.topics.partitions
     keep = settings.input.dead_letter_keep_bytes
 
@@ -118,6 +124,7 @@ def build_topology(
             OutputSinks(sinks.alerts, sinks.shadow_alerts, sinks.dead_letters, forwards),
             commits,
             metrics,
+            quotas,
         )
 
     actor_checkpoint = checkpoint(actors, topics.stage1, sinks.stage2)
@@ -167,4 +174,5 @@ def build_topology(
         clock=clock,
         stage1_input=stage1_input,
         commits=commits,
+        quotas=quotas,
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.core.models import Event
+from service.core.models import BREAKER_RULE, Event
+from service.settings import DetectionSettings
 from tests.events import ESTABLISHED, FRESH, ev, replay
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -41,15 +42,30 @@ def scenario(name: str) -> list[Event]:
         return sorted(events, key=lambda x: x.occurred_at)
     if name == "duplicate_reply_spam":
         return [e("reply", "spammer", f"v{i}", i * 3, text=f"@v{i} {PITCH}") for i in range(5)]
+    if name == BREAKER_RULE:  # two spammers within the hour, against a quota of one an hour
+        return [
+            e("reply", spammer, f"v{i}", offset + i * 3, text=f"@v{i} {PITCH}")
+            for spammer, offset in (("spammer", 0), ("spammer2", 20))
+            for i in range(5)
+        ]
     raise ValueError(name)
 
 
-RULES = ["unsolicited_retweet_request", "follower_spike", "follow_churn", "duplicate_reply_spam"]
+RULES = [
+    "unsolicited_retweet_request",
+    "follower_spike",
+    "follow_churn",
+    "duplicate_reply_spam",
+    BREAKER_RULE,
+]
+SETTINGS = {
+    BREAKER_RULE: DetectionSettings.model_validate({"duplicate_reply_spam": {"quota_per_hour": 1}}),
+}
 
 
 @pytest.mark.parametrize("rule", RULES)
 def test_alert_payload_matches_golden(rule: str, update_golden: bool) -> None:
-    alerts = [a for a in replay(scenario(rule)) if a.rule == rule]
+    alerts = [a for a in replay(scenario(rule), SETTINGS.get(rule)) if a.rule == rule]
     assert alerts, "the scenario must alert"
     rendered = b"".join(
         orjson.dumps(a.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)

@@ -207,17 +207,22 @@ def test_the_event_example_is_the_event_behind_the_golden_alert(
     assert example["event_id"] == cited_by["evidence"]["sample_event_ids"][0]
 
 
-def test_the_shadow_alert_example_is_a_golden_alert_plus_its_mode(
+def test_the_shadow_alert_examples_are_a_golden_alert_plus_mode_and_diverted_by(
     document: dict[str, Any],
 ) -> None:
-    (example,) = example_payloads(document, "shadowAlert")
-    assert example["mode"] == "shadow"
-    alert = {key: value for key, value in example.items() if key != "mode"}
+    shadow_mode, diverted = example_payloads(document, "shadowAlert")
+    assert shadow_mode["mode"] == "shadow" and "diverted_by" not in shadow_mode
+    assert diverted == {**shadow_mode, "diverted_by": "quota"}
+    alert = {key: value for key, value in shadow_mode.items() if key != "mode"}
     assert alert in example_payloads(document, "alert")
-    # The alerts topic's schema has no room for the key: a shadow alert is never an alert.
+    # The alerts topic's schema has no room for the keys: a shadow alert is never an alert;
+    # the shadow topic's takes both.
     alert_schema = json.loads((SCHEMAS / "social.alerts.schema.json").read_text())
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(example, alert_schema)
+    shadow_schema = json.loads((SCHEMAS / "social.alerts.shadow.schema.json").read_text())
+    for example in (shadow_mode, diverted):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(example, alert_schema)
+        jsonschema.validate(example, shadow_schema)
 
 
 def test_the_dead_letter_example_is_the_event_example_with_an_unknown_type(

@@ -58,6 +58,7 @@ def test_every_alert_has_a_unit_test_where_it_fires() -> None:
         "ReciprocityConsumerLagGrowing",
         "ReciprocityDeadLetterRate",
         "ReciprocityAlertStorm",
+        "ReciprocityRuleBreakerOpen",
     } <= alerts
 
 

@@ -341,3 +341,64 @@ def test_a_crash_at_a_shadow_alert_loses_none(delivered: bool) -> None:
         for a in world.shadow_alerts_sent()
     }
     assert shadow == shadow_expected()
+
+
+# -- quotas: past a rule's quota, its alerts to the shadow topic -------------------------------
+
+QUOTA_RULE = "unsolicited_retweet_request"
+QUOTA = DetectionSettings(unsolicited_retweet_request={"quota_per_hour": 1})
+
+
+@cache
+def quota_expected() -> tuple[frozenset[tuple[str, str, str, str]], ...]:
+    """What replay sends with a quota of one an hour: (enforced, diverted)."""
+    lines, _, _ = traffic()
+    decoder = EventDecoder(Settings().input, lambda: 2**62)
+    replayer = Replayer(QUOTA, lambda: 0, include_shadow=True)
+    alerts = []
+    for line in lines:
+        event = decoder.decode(line)
+        assert not isinstance(event, Rejection)
+        alerts.extend(replayer.submit(event))
+    alerts.extend(replayer.flush())
+
+    def keys(chosen: list[Any]) -> frozenset[tuple[str, str, str, str]]:
+        return frozenset((a.rule, a.subject_id, a.severity.value, a.alert_id) for a in chosen)
+
+    diverted = [a for a in alerts if isinstance(a, ShadowAlert)]
+    assert diverted, "the traffic must raise the rule twice within an hour"
+    return keys([a for a in alerts if not isinstance(a, ShadowAlert)]), keys(diverted)
+
+
+def metric_samples(world: TwinWorld, name: str) -> dict[str, float]:
+    return {
+        sample.labels["rule"]: sample.value
+        for metric in world.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == name
+    }
+
+
+def test_past_its_quota_a_rules_alerts_go_to_the_shadow_topic_as_in_replay() -> None:
+    """One process sees every alert here, so its quota is replay's (global) one."""
+    lines, _, _ = traffic()
+    settings = Settings(detection=QUOTA, topics=TopicSettings(partitions=1))
+    world = TwinWorld(settings, lines, persistent=False)
+    asyncio.run(world.run(None))
+    enforced, diverted = quota_expected()
+    sent = {(a["rule"], a["subject_id"], a["severity"], a["alert_id"]) for a in world.alerts_sent()}
+    assert sent == enforced
+    assert any(a[0] == "rule_breaker_tripped" for a in sent)
+    shadow = world.shadow_alerts_sent()
+    assert {(a["rule"], a["subject_id"], a["severity"], a["alert_id"]) for a in shadow} == diverted
+    assert {(a["mode"], a["diverted_by"]) for a in shadow} == {("shadow", "quota")}
+    assert metric_samples(world, "reciprocity_alerts_diverted_total") == {QUOTA_RULE: len(diverted)}
+    # A series for the rule with a quota only; 0 or 1 at the end, as the stream left it.
+    assert set(metric_samples(world, "reciprocity_rule_breaker_open")) == {QUOTA_RULE}
+
+
+def test_without_quotas_no_gate_is_built() -> None:
+    lines, _, _ = traffic()
+    world = TwinWorld(Settings(topics=TopicSettings(partitions=1)), lines, persistent=False)
+    assert world.start().quotas is None
+    assert metric_samples(world, "reciprocity_rule_breaker_open") == {}
