@@ -106,6 +106,7 @@ def assert_is_the_purchase_alert(alert: Alert) -> None:
         "no_posts": 0,
         "follows_at_high_rate": 0,
         "only_follows_in_the_stream": 15,
+        "follows_in_lockstep": 0,
     }
     assert evidence["episode_started_at"] == alert.window_end
 
