@@ -5,8 +5,9 @@ Least privilege, from what the worker does:
 - ingest reads the events topics and commits offsets in the group `<app_id>-ingest` (it
   assigns its partitions itself: no membership, but offset commits and fetches need the group);
 - Faust's consumer group `<app_id>` reads the stage topics, and Faust creates, reads and writes
-  the topics named `<app_id>-…`: the three stage topics, the table changelogs and its
-  assignor's topic;
+  the topics named `<app_id>-…`: the stage topics (`-stage1-by-actor` to `-stage3-by-requester`,
+  and `-quota-by-rule`, declared whatever the quotas), the table changelogs and its assignor's
+  topic;
 - one idempotent producer writes alerts, shadow alerts, dead letters, stage messages and
   changelogs. Since Kafka 3.0 an idempotent producer needs Write on a topic, not
   IdempotentWrite on the cluster;
@@ -48,7 +49,7 @@ def worker_acls(settings: Settings) -> list[Acl]:
             f"{app_id}-",
             True,
             ("Create", "Read", "Write", "Describe", "DescribeConfigs"),
-            "stage topics, table changelogs and Faust's assignor topic",
+            "stage topics (quota-by-rule too), table changelogs and Faust's assignor topic",
         ),
         Acl("topic", topics.alerts, False, ("Write", "Describe"), "alerts"),
         Acl(

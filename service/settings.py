@@ -734,19 +734,35 @@ def with_detection_file(settings: Settings) -> Settings:
     return layered
 
 
+def rules_with_quota(detection: DetectionSettings) -> list[str]:
+    """The sections of the rules with a quota (per hour, per day or both)."""
+    return [
+        section
+        for section, field_info in DetectionSettings.model_fields.items()
+        if isinstance(field_info.annotation, type)
+        and issubclass(field_info.annotation, RuleSection)
+        and (
+            getattr(detection, section).quota_per_hour is not None
+            or getattr(detection, section).quota_per_day is not None
+        )
+    ]
+
+
 def restart_only_fields(running: DetectionSettings, new: DetectionSettings) -> list[str]:
     """The fields of `new` that a running pipeline cannot take, because they shape what is
     stored rather than how it is judged: the state section's bounds (a lateness raised live
     would take a re-delivered event whose id was already forgotten for a new one) and the size
-    of the stored text sketches (sketches of two sizes compare wrongly). Also the quotas: the
-    worker's quota gate is built once, at the start."""
+    of the stored text sketches (sketches of two sizes compare wrongly). Quotas change live,
+    except the first one: a worker started without any quota has no quota stage to send the
+    alerts to (`runtime.topology` builds it at the start only when a rule has a quota)."""
     paths = [("state", name) for name in StateSettings.model_fields]
     paths.append(("duplicate_reply_spam", "sketch_size"))
-    for section, field_info in DetectionSettings.model_fields.items():
-        if isinstance(field_info.annotation, type) and issubclass(
-            field_info.annotation, RuleSection
-        ):
-            paths.extend([(section, "quota_per_hour"), (section, "quota_per_day")])
+    if not rules_with_quota(running):
+        for section, field_info in DetectionSettings.model_fields.items():
+            if isinstance(field_info.annotation, type) and issubclass(
+                field_info.annotation, RuleSection
+            ):
+                paths.extend([(section, "quota_per_hour"), (section, "quota_per_day")])
     return [
         f"{section}.{name}"
         for section, name in paths

@@ -18,6 +18,7 @@ from service.settings import (
     RuleSection,
     effective_settings,
     restart_only_fields,
+    rules_with_quota,
     settings_from_environment,
     settings_over_environment,
 )
@@ -377,6 +378,20 @@ def test_only_what_shapes_stored_state_needs_a_restart() -> None:
         "state.recent_ids_per_account",
         "duplicate_reply_spam.sketch_size",
     ]
+
+
+def test_quotas_change_live_once_the_worker_started_with_one() -> None:
+    no_quota = DetectionSettings()
+    one_quota = DetectionSettings.model_validate({"follow_churn": {"quota_per_hour": 5}})
+    others = DetectionSettings.model_validate(
+        {"follow_churn": {"quota_per_day": 50}, "follower_spike": {"quota_per_hour": 2}}
+    )
+    # Started with a quota: the quota stage runs, and takes any quotas, or none.
+    assert restart_only_fields(one_quota, others) == []
+    assert restart_only_fields(one_quota, no_quota) == []
+    # Started without: the first quota needs the quota stage, built at the start.
+    assert restart_only_fields(no_quota, one_quota) == ["follow_churn.quota_per_hour"]
+    assert sorted(rules_with_quota(others)) == ["follow_churn", "follower_spike"]
 
 
 def test_compare_settings_goes_over_the_detection_file_which_goes_over_the_variables(

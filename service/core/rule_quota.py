@@ -17,25 +17,26 @@ rule's breaker is open now (`is_open`: the current hour or day of the clock has 
 an open breaker reads closed once the stream passes the window's end, even if the rule stays
 quiet.
 
-Idempotent on `alert_id`: the decision for each alert id is remembered (the latest
-`REMEMBERED_ALERT_IDS`), and a re-delivered alert gets the same decision again, is not counted
+Idempotent on `alert_id`: the decision for each alert id is remembered (per rule, the latest
+`REMEMBERED_PER_RULE`), and a re-delivered alert gets the same decision again, is not counted
 twice, and brings the same `rule_breaker_tripped` alert (same id: the rule, the window's length
 and its start) if it was the one that tripped the breaker.
 
-Bounded state: per rule with a quota, the counts of the windows within `KEPT_MS` (two days)
-of the newest alert time, so at most 49 hours and 3 days (a start, a count and a tripped flag
+State per rule (`QuotaState`, serializable: the worker keeps it in a changelogged table keyed by
+rule, replay in a dict), bounded: the counts of the windows within `KEPT_MS` (two days) of the
+rule's newest alert time, so at most 49 hours and 3 days (a start, a count and a tripped flag
 each); an alert older than that is counted in a fresh window. Plus the remembered decisions, at
-most `REMEMBERED_ALERT_IDS` (a 32-character id and a flag each; the few that tripped a breaker
-keep their trip alert), about 2 MB.
+most `REMEMBERED_PER_RULE` (a 32-character id and a flag each; the few that tripped a breaker
+keep their trip alert): about 48 KB, the size of the changelog record a commit writes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Literal
+from typing import Any, Literal
 
 from service.core.context import rule_version
 from service.core.models import (
@@ -51,10 +52,12 @@ from service.core.windows import DAY_MS, HOUR_MS
 # Windows kept per rule, behind its newest alert: a stage's alerts run behind another's by the
 # stage-2 merge skew (15 min by default) or a backlog, hours at worst.
 KEPT_MS = 2 * DAY_MS
-# Decisions remembered for re-delivered alerts. A re-delivery comes within a rebalance or a
-# restart of the message that raised it, minutes at most; far more alerts than that are raised
-# in minutes only by a rule whose breaker is open anyway.
-REMEMBERED_ALERT_IDS = 10_000
+# Decisions remembered per rule for re-delivered alerts. In the worker the quota stage skips a
+# replayed stage message by its offset and origin (`runtime.checkpoint`); an alert id comes again
+# only when an upstream stage re-raises it in another message (it crashed after its outputs were
+# acknowledged and before its marker was stored): within one commit round of that stage, a few
+# hundred alerts of one rule at most. A thousand keeps the record a commit writes small.
+REMEMBERED_PER_RULE = 1_000
 # Bump when the breaker's logic changes; the quotas show in the digest.
 BREAKER_LOGIC_VERSION = "1"
 
@@ -74,13 +77,21 @@ class _WindowCount:
     tripped: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    diverted: bool
+    trip: Alert | None  # the rule_breaker_tripped alert this alert caused, if any
+
+
 @dataclass(slots=True)
-class _RuleCounts:
-    """One rule's windows by start; only those within `KEPT_MS` of `newest_ms`."""
+class QuotaState:
+    """One rule's quota state: its windows by start, only those within `KEPT_MS` of
+    `newest_ms`, and the decisions remembered for re-delivered alerts (oldest first)."""
 
     hours: dict[int, _WindowCount] = field(default_factory=dict)
     days: dict[int, _WindowCount] = field(default_factory=dict)
     newest_ms: int = -1  # the newest alert time counted
+    decisions: dict[str, _Decision] = field(default_factory=dict)
 
     def window(self, length: QuotaWindow, start: int) -> _WindowCount:
         windows = self.hours if length == "hour" else self.days
@@ -94,11 +105,38 @@ class _RuleCounts:
             for start in [start for start in windows if start + length <= oldest_ms]:
                 del windows[start]
 
+    def remember(self, alert_id: str, decision: _Decision, remembered: int) -> None:
+        decisions = self.decisions
+        decisions[alert_id] = decision
+        while len(decisions) > remembered:
+            del decisions[next(iter(decisions))]
 
-@dataclass(frozen=True, slots=True)
-class _Decision:
-    diverted: bool
-    trip: Alert | None  # the rule_breaker_tripped alert this alert caused, if any
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "hours": [[start, count.sent, count.tripped] for start, count in self.hours.items()],
+            "days": [[start, count.sent, count.tripped] for start, count in self.days.items()],
+            "newest_ms": self.newest_ms,
+            "decisions": [
+                [
+                    alert_id,
+                    decision.diverted,
+                    None if decision.trip is None else decision.trip.model_dump(mode="json"),
+                ]
+                for alert_id, decision in self.decisions.items()
+            ],
+        }
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any]) -> QuotaState:
+        return cls(
+            hours={start: _WindowCount(sent, tripped) for start, sent, tripped in value["hours"]},
+            days={start: _WindowCount(sent, tripped) for start, sent, tripped in value["days"]},
+            newest_ms=value["newest_ms"],
+            decisions={
+                alert_id: _Decision(diverted, None if trip is None else Alert.model_validate(trip))
+                for alert_id, diverted, trip in value["decisions"]
+            },
+        )
 
 
 @dataclass(slots=True)
@@ -111,18 +149,35 @@ class Routed:
 
 
 class RuleQuotas:
-    """The quota decisions of every rule, in the order alerts are routed."""
+    """The quota decisions of every rule, in the order alerts are routed, over the rules'
+    states: a dict in replay, the quota stage's table in the worker (a state read is written
+    back once changed, so that the table's changelog gets it)."""
 
     def __init__(
         self,
         quotas: Mapping[str, tuple[int | None, int | None]],
         clock_ms: Callable[[], int],
-        remembered: int = REMEMBERED_ALERT_IDS,
+        states: MutableMapping[str, QuotaState] | None = None,
+        remembered: int = REMEMBERED_PER_RULE,
     ) -> None:
+        self.quotas: dict[str, Quota] = {}
+        self._versions: dict[str, str] = {}
+        self._configured: dict[str, tuple[int | None, int | None]] = {}
+        self.configure(quotas)
+        self.states: MutableMapping[str, QuotaState] = {} if states is None else states
+        self._clock_ms = clock_ms
+        self._remembered = remembered
+        self.event_ms = -1  # the quota's clock: the newest event time seen
+
+    def configure(self, quotas: Mapping[str, tuple[int | None, int | None]]) -> bool:
+        """The quotas for the next alerts (a detection file reloaded); a rule's counts go on.
+        Returns whether they changed."""
+        if quotas == self._configured:
+            return False
+        self._configured = dict(quotas)
         self.quotas = {
             rule: Quota(*limits) for rule, limits in quotas.items() if limits != (None, None)
         }
-        self._counts = {rule: _RuleCounts() for rule in self.quotas}
         self._versions = {
             rule: rule_version(
                 BREAKER_LOGIC_VERSION,
@@ -130,10 +185,7 @@ class RuleQuotas:
             )
             for rule, quota in self.quotas.items()
         }
-        self._clock_ms = clock_ms
-        self._remembered = remembered
-        self._decisions: dict[str, _Decision] = {}  # insertion-ordered: oldest first
-        self.event_ms = -1  # the quota's clock: the newest event time seen
+        return True
 
     def __bool__(self) -> bool:
         """Whether any rule has a quota (without one, routing changes nothing)."""
@@ -149,12 +201,12 @@ class RuleQuotas:
 
     def is_open(self, rule: str) -> bool:
         """Whether the rule's breaker is open at the clock: its current hour or day tripped."""
-        counts = self._counts.get(rule)
+        state = self.states.get(rule)
         now = self.event_ms
-        if counts is None or now < 0:
+        if state is None or now < 0:
             return False
-        hour = counts.hours.get(now - now % HOUR_MS)
-        day = counts.days.get(now - now % DAY_MS)
+        hour = state.hours.get(now - now % HOUR_MS)
+        day = state.days.get(now - now % DAY_MS)
         return (hour is not None and hour.tripped) or (day is not None and day.tripped)
 
     def route(self, alerts: Iterable[Alert]) -> Routed:
@@ -162,15 +214,20 @@ class RuleQuotas:
         Alerts of rules without a quota pass unchanged."""
         routed = Routed()
         for alert in alerts:
-            if alert.rule not in self._counts:
+            rule = alert.rule
+            if rule not in self.quotas:
                 routed.alerts.append(alert)
                 continue
-            decision = self._decisions.get(alert.alert_id)
+            state = self.states.get(rule)
+            if state is None:
+                state = QuotaState()
+            decision = state.decisions.get(alert.alert_id)
             fresh = decision is None
             if decision is None:
                 self.advance(parse_timestamp_ms(alert.window_end))
-                decision = self._decide(alert)
-                self._remember(alert.alert_id, decision)
+                decision = self._decide(state, alert)
+                state.remember(alert.alert_id, decision, self._remembered)
+                self.states[rule] = state
             if decision.diverted:
                 routed.diverted.append(
                     ShadowAlert(**dict(alert), mode="shadow", diverted_by="quota")
@@ -183,15 +240,14 @@ class RuleQuotas:
                     routed.tripped.append(decision.trip)
         return routed
 
-    def _decide(self, alert: Alert) -> _Decision:
+    def _decide(self, state: QuotaState, alert: Alert) -> _Decision:
         at_ms = parse_timestamp_ms(alert.window_end)
-        counts = self._counts[alert.rule]
-        if at_ms > counts.newest_ms:
-            counts.newest_ms = at_ms
-            counts.forget_before(at_ms - KEPT_MS)
+        if at_ms > state.newest_ms:
+            state.newest_ms = at_ms
+            state.forget_before(at_ms - KEPT_MS)
         quota = self.quotas[alert.rule]
-        hour = counts.window("hour", at_ms - at_ms % HOUR_MS)
-        day = counts.window("day", at_ms - at_ms % DAY_MS)
+        hour = state.window("hour", at_ms - at_ms % HOUR_MS)
+        day = state.window("day", at_ms - at_ms % DAY_MS)
         day_full = quota.per_day is not None and day.sent >= quota.per_day
         hour_full = quota.per_hour is not None and hour.sent >= quota.per_hour
         if not (day_full or hour_full):
@@ -237,12 +293,6 @@ class RuleQuotas:
                 f"until {format_timestamp(closes)}."
             ),
         )
-
-    def _remember(self, alert_id: str, decision: _Decision) -> None:
-        decisions = self._decisions
-        decisions[alert_id] = decision
-        if len(decisions) > self._remembered:
-            del decisions[next(iter(decisions))]
 
 
 def trip_alert_id(rule: str, window: QuotaWindow, window_start_ms: int) -> str:

@@ -23,7 +23,7 @@ from service.runtime.sinks import Sink, alert_message
 from service.runtime.tables import ChangelogRecord, Commit, StateTables
 
 if TYPE_CHECKING:
-    from service.runtime.quota_gate import QuotaGate
+    from service.runtime.quota_stage import QuotaHop
 
 
 class Record(Protocol):
@@ -64,6 +64,8 @@ class Outputs:
     alerts: list[Alert] = field(default_factory=list)
     shadow_alerts: list[ShadowAlert] = field(default_factory=list)  # to the shadow topic only
     forwards: StageOutbox | None = None  # to the next stage
+    # Enforced alerts of rules with a quota, to the quota stage (`runtime.quota_stage`).
+    to_quota_stage: StageOutbox | None = None
     dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # key, value
 
 
@@ -85,6 +87,7 @@ class OutputSinks:
     shadow_alerts: Sink
     dead_letters: Sink
     next_stage: Forwards | None = None
+    quota_stage: Forwards | None = None  # None: no rule had a quota at the start
 
 
 class Checkpoint:
@@ -98,7 +101,9 @@ class Checkpoint:
     2. **Apply.** The stage runs the core over the items. State changes go to the tables'
        overlay (reads see them, the store does not yet); alerts and dead letters are handed to
        their sinks, next-stage chunks to `Forwards`, which sends them at the start of the
-       next round of steps 3-5, packed with those of the other messages of that round.
+       next round of steps 3-5, packed with those of the other messages of that round. The
+       enforced alerts of a rule with a quota go the same way to the quota stage, keyed by
+       rule, instead of to the alerts topic (`runtime.quota_stage`).
     3. **Outputs acknowledged.** Alerts (shadow alerts to their own topic), dead letters and
        next-stage messages are awaited. A crash before this ends re-applies the message: the
        same outputs again, with the same alert ids and origin, absorbed downstream. Storing
@@ -128,14 +133,15 @@ class Checkpoint:
         sinks: OutputSinks,
         queue: CommitQueue,
         metrics: Metrics,
-        quotas: QuotaGate | None = None,
+        quota_hop: QuotaHop | None = None,
     ) -> None:
         self.tables = tables
         self.markers = markers
         self.sinks = sinks
         self.queue = queue
         self.metrics = metrics
-        self.quotas = quotas  # None: no rule has a quota, alerts go straight to their sinks
+        # None: no rule had a quota at the start, alerts go straight to their sinks.
+        self.quota_hop = quota_hop
 
     async def run(self, record: Record, stage: StageLogic) -> Awaitable[Outputs | None] | None:
         """None: the stage left the message unapplied (`StageLogic.ready`); nothing of it is
@@ -168,11 +174,11 @@ class Checkpoint:
         )
         if not await stage.ready(message):
             return None
-        # 2. Apply (and hand the outputs over, in order; past a rule's quota, to the shadow
-        # topic).
+        # 2. Apply (and hand the outputs over, in order; a rule with a quota's alerts to the
+        # quota stage).
         outputs = stage.apply(message)
-        if self.quotas is not None:
-            self.quotas.route(outputs)
+        if self.quota_hop is not None:
+            self.quota_hop.divert(outputs)
         commit = self.tables.commit(partition)
         sent = await self._hand_over(outputs, record)
         applied = marker.after(record.offset, origins)
@@ -198,6 +204,10 @@ class Checkpoint:
             sent.append(
                 sinks.next_stage.add(outputs.forwards.chunks(record.partition, record.offset))
             )
+        if outputs.to_quota_stage is not None:
+            assert sinks.quota_stage is not None and self.quota_hop is not None
+            origin = self.quota_hop.origin_base + record.partition
+            sent.append(sinks.quota_stage.add(outputs.to_quota_stage.chunks(origin, record.offset)))
         return sent
 
 

@@ -91,7 +91,8 @@ class DetectionReload:
             self._refuse(
                 ConfigurationError(
                     f"{self.source.path}: {', '.join(restart_only)}: takes effect only when the "
-                    "worker starts (it shapes stored state); restart it to change it"
+                    "worker starts (it shapes stored state, or is the first quota: the quota "
+                    "stage is built at the start); restart it to change it"
                 )
             )
             return False

@@ -13,8 +13,9 @@ ones is N messages a round, not N per upstream message. Its value is a JSON arra
   second copy of it (a replayed upstream message sends the same chunks again, however they
   are packed the second time): see `runtime.progress`. A chunk is never split between
   messages, so what a chunk holds depends on its upstream message alone.
-- each item is a compact JSON array, one codec per item type below. Items were validated at
-  ingest, so decoding trusts them.
+- each item is a compact JSON array, one codec per item type below (an alert on its way to the
+  quota stage is the alert's JSON object). Items were validated at ingest, so decoding trusts
+  them.
 
 A stage message stays below `max_message_bytes` (split by serialized bytes), under the
 producer's 1,000,000-byte request limit and the broker's default 1 MiB message limit. Messages
@@ -31,7 +32,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from service.core.context import StrangerRequest, TargetMessage
-from service.core.models import Event, EventType, trusted_event, trusted_snapshot
+from service.core.models import Alert, Event, EventType, trusted_event, trusted_snapshot
 
 # Well below the limits above: a message of this size is one produce request.
 MAX_MESSAGE_BYTES = 512 * 1024
@@ -72,7 +73,7 @@ class StageOutbox:
         self._items: dict[int, list[bytes]] = {}
         self._max_bytes = max_message_bytes
 
-    def add(self, partition: int, item: list[Any]) -> None:
+    def add(self, partition: int, item: list[Any] | dict[str, Any]) -> None:
         encoded = orjson.dumps(item)
         parts = self._items.get(partition)
         if parts is None:
@@ -230,3 +231,12 @@ def decode_stranger_request(item: list[Any]) -> StrangerRequest:
         stranger_id=item[3],
         occurred_at=item[4],
     )
+
+
+def encode_alert(alert: Alert) -> dict[str, Any]:
+    """An enforced alert on its way to the quota stage: the payload the alerts topic gets."""
+    return alert.model_dump(mode="json")
+
+
+def decode_alert(item: dict[str, Any]) -> Alert:
+    return Alert.model_validate(item)

@@ -4,11 +4,13 @@
               decode, route   actors, relations          targets, relations          actors
               └─(bad)─▶ dead letters       └──────────────────┬───────────────────────┘
                                                               ▼ alerts
+                                   (of rules with a quota: ─▶ QuotaStage (key: rule) ─▶ alerts)
 
 Ingest keeps no state: it hands a batch of input records to its sinks and says when they are
-acknowledged (the caller commits input offsets after that). The other three apply stage
-messages through a `Checkpoint`. An exception inside the core for one event is contained: the
-event is dead-lettered with code `processing_error` and the stage goes on with the next.
+acknowledged (the caller commits input offsets after that). The other three, and the quota
+stage, apply stage messages through a `Checkpoint`. An exception inside the core for one event
+is contained: the event is dead-lettered with code `processing_error` and the stage goes on
+with the next.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from service.core.dead_letter import PROCESSING_ERROR, dead_letter
 from service.core.decoding import EventDecoder, Rejection
 from service.core.models import EventType
 from service.core.pipeline import Outcome, Pipeline, StageResult
+from service.core.rule_quota import RuleQuotas
 from service.runtime.checkpoint import Checkpoint, Outputs, Record, StageInput
 from service.runtime.framing import (
     FROM_INGEST,
     StageOutbox,
+    decode_alert,
     decode_event,
     decode_stranger_request,
     decode_target_message,
@@ -37,6 +41,7 @@ from service.runtime.framing import (
     partition_for,
 )
 from service.runtime.metrics import Metrics
+from service.runtime.quota_stage import BreakerReport
 from service.runtime.sinks import Delivery, Sink
 from service.runtime.stage_wait import ActorStageClock, Stage1Input, Wait
 
@@ -109,7 +114,7 @@ async def _acknowledged(
 
 
 class _ContainedStage:
-    """What the three checkpointed stages share: counting results and containing failures."""
+    """What the checkpointed stages share: counting results and containing failures."""
 
     name: str
 
@@ -227,6 +232,8 @@ class ActorStage(_ContainedStage):
         self._wall_clock_s = wall_clock_s
         self._newest = -1
         self.newest_event_ms = -1  # the newest event time applied, for profiles served "now"
+        # The quota stage's clock, if it runs: an open breaker closes as event time moves on.
+        self.quota_clock: Callable[[int], None] | None = None
 
     def apply(self, message: StageInput) -> Outputs:
         pipeline, partitions = self.pipeline, self.partitions
@@ -269,9 +276,8 @@ class ActorStage(_ContainedStage):
     def handled(self, record: Record) -> None:
         self._input.handled()
         self._clock.advance(record.partition, self._newest)
-        quotas = self.checkpoint.quotas
-        if quotas is not None and self._newest >= 0:
-            quotas.advance(self._newest)  # after its alerts were routed: they count first
+        if self.quota_clock is not None and self._newest >= 0:
+            self.quota_clock(self._newest)
         self._newest = -1
 
 
@@ -349,3 +355,45 @@ class RequesterStage(_ContainedStage):
             self.count(result, outputs)
         self.metrics.stage_events.labels(self.name).inc(len(message.items))
         return outputs
+
+
+class QuotaStage(_ContainedStage):
+    """The quota stage, keyed by rule: each rule's quota state in its table (`RuleQuotas` over
+    it), the quotas read from the pipeline's current config per message; alerts within the
+    quota to the alerts topic, those past it to the shadow topic, a breaker's trip alert to the
+    alerts topic (`runtime.quota_stage`)."""
+
+    name = "quota"
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        checkpoint: Checkpoint,
+        *,
+        quotas: RuleQuotas,
+        report: BreakerReport,
+        **common: Any,
+    ) -> None:
+        super().__init__(pipeline, checkpoint, **common)
+        self.quotas = quotas
+        self.report = report
+
+    def apply(self, message: StageInput) -> Outputs:
+        outputs = Outputs()
+        self.quotas.configure(self.pipeline.config.quotas)
+        alerts = []
+        for item in message.items:
+            try:
+                alerts.append(decode_alert(item))
+            except Exception as exc:
+                self.contain(exc, message, item if isinstance(item, dict) else {}, outputs)
+        routed = self.quotas.route(alerts)
+        outputs.alerts.extend(routed.alerts)
+        outputs.shadow_alerts.extend(routed.diverted)
+        self.report.routed(routed)
+        self.metrics.stage_events.labels(self.name).inc(len(message.items))
+        return outputs
+
+    def advance(self, event_ms: int) -> None:
+        """The newest event time stage 1 applied in this process: the breakers' clock."""
+        self.report.advance(event_ms)

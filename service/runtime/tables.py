@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
+from service.core.rule_quota import QuotaState
 from service.core.state import ActorState, Relation, TargetState
 
 V = TypeVar("V")
@@ -125,9 +126,15 @@ def _load_target(raw: bytes) -> Any:
     return value if isinstance(value, list) else TargetState.from_value(value)
 
 
+def _load_quota(raw: bytes) -> Any:
+    value = orjson.loads(raw)
+    return value if isinstance(value, list) else QuotaState.from_value(value)
+
+
 ACTOR_CODEC = Codec(_dump_state, _load_actor)
 TARGET_CODEC = Codec(_dump_state, _load_target)
 RELATION_CODEC = Codec(orjson.dumps, orjson.loads)
+QUOTA_CODEC = Codec(_dump_state, _load_quota)
 
 
 class OverlayTable(MutableMapping[str, V], Generic[V]):
@@ -239,7 +246,8 @@ class Commit:
 
 class StateTables:
     """The three tables as the core's `Tables`, shared by the stages (stages 1 and 2 both write
-    relations; stages 1 and 3 both write actors).
+    relations; stages 1 and 3 both write actors), and the quota stage's table of rule states
+    when a rule has a quota.
 
     Commits are sent in groups (`send`), merged per table and partition in commit order (the
     last value of a key wins, as recovery would restore it), so that a group of many messages
@@ -259,11 +267,15 @@ class StateTables:
         actors: OverlayTable[ActorState],
         targets: OverlayTable[TargetState],
         relations: OverlayTable[Relation],
+        quotas: OverlayTable[QuotaState] | None = None,
     ) -> None:
         self.actors = actors
         self.targets = targets
         self.relations = relations
+        self.quotas = quotas
         self.all: tuple[OverlayTable[Any], ...] = (actors, targets, relations)
+        if quotas is not None:
+            self.all += (quotas,)
 
     def commit(self, partition: int) -> Commit:
         """Close every table's pending changes into one commit. Reads keep seeing it until it
@@ -278,7 +290,8 @@ class StateTables:
         in commit order; returns how many records went out."""
         sent = 0
         offsets: dict[tuple[int, int], int] = {}
-        relations_first = ((2,), (0, 1))  # indexes into self.all
+        # Indexes into self.all: relations, then the others.
+        relations_first = ((2,), tuple(index for index in range(len(self.all)) if index != 2))
         for tables in relations_first:
             pending = []
             for index in tables:

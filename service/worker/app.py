@@ -6,6 +6,7 @@ stage of `service.runtime`, and the web views; the delivery protocol itself is t
          └─(bad)─▶ dead letters        └──────────────┬─────────┴──────────────────┘
                                                       ▼
                                    alerts (enforced rules), shadow alerts (rules in shadow)
+                                   of rules with a quota: ──▶ quota (key: rule) ──▶ alerts, shadow
 
 Stage topics, tables and changelogs all have `topics.partitions` partitions and hash keys the
 same way, so an account's actor, target and relation rows live in one partition number and
@@ -39,6 +40,7 @@ from service.runtime.metrics import Metrics, MetricsPage, ScrapeTurns
 from service.runtime.sinks import Delivery, KafkaChangelog, KafkaSink
 from service.runtime.tables import Changelog, Store
 from service.runtime.topology import (
+    QUOTA_TABLE,
     TABLES,
     Clocks,
     TopicNames,
@@ -46,7 +48,7 @@ from service.runtime.topology import (
     TopologySinks,
     build_topology,
 )
-from service.settings import KafkaSettings, Settings
+from service.settings import KafkaSettings, Settings, rules_with_quota
 from service.worker.ingest import IngestService
 from service.worker.reload import watch_detection_file
 from service.worker.tables import FaustStore, faust_table, register_codecs
@@ -205,7 +207,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         internal_topic(f"{worker.app_id}-stage2-by-target"),
         internal_topic(f"{worker.app_id}-stage3-by-requester"),
     ]
+    # Declared whatever the quotas, as the shadow topic: giving a rule its first quota is then
+    # a restart with one variable changed. Consumed only when a rule has a quota.
+    quota_topic = internal_topic(f"{worker.app_id}-quota-by-rule")
+    with_quotas = bool(rules_with_quota(settings.detection))
+    if with_quotas:
+        stage_topics.append(quota_topic)
     stage_names = [topic.get_topic_name() for topic in stage_topics]
+    quota_name = quota_topic.get_topic_name()
     alerts_topic = internal_topic(
         topics.alerts, retention=timedelta(days=topics.alerts_retention_days)
     )
@@ -217,14 +226,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     dead_letter_topic = internal_topic(
         topics.dead_letters, retention=timedelta(days=topics.dead_letters_retention_days)
     )
-    tables = {name: faust_table(app, name, partitions) for name in TABLES}
+    tables = {
+        name: faust_table(app, name, partitions)
+        for name in (*TABLES, *([QUOTA_TABLE] if with_quotas else []))
+    }
     app.kafka_settings = settings.kafka
     app.stop_timeout_seconds = worker.stop_timeout_seconds
     app.topic_specs = [
         spec
         for topic in (
             events_topic,
-            *stage_topics,
+            *stage_topics[:3],
+            quota_topic,
             alerts_topic,
             shadow_alerts_topic,
             dead_letter_topic,
@@ -266,13 +279,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     stores: dict[str, Store] = {name: FaustStore(table) for name, table in tables.items()}
     topology = build_topology(
         settings,
-        TopicNames(*stage_names),
+        TopicNames(stage_names[0], stage_names[1], stage_names[2], quota_name),
         stores,
         changelogs,
         TopologySinks(
             sink(stage_names[0]),
             sink(stage_names[1]),
             sink(stage_names[2]),
+            sink(quota_name),
             sink(topics.alerts),
             sink(topics.shadow_alerts),
             sink(topics.dead_letters),
@@ -307,8 +321,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     ownership = Ownership(app)
     readers = {
-        stage: MissedMessages(client_options(settings.kafka))
-        for stage in ("stage1", "stage2", "stage3")
+        stage.name: MissedMessages(client_options(settings.kafka))
+        for stage in topology.checkpointed
     }
     app.missed_readers = list(readers.values())
 
@@ -418,7 +432,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     for topic, stage, agent_name in zip(
         stage_topics,
         topology.checkpointed,
-        ("stage1_by_actor", "stage2_by_target", "stage3_by_requester"),
+        # The quota stage's agent only if it is built.
+        ("stage1_by_actor", "stage2_by_target", "stage3_by_requester", "quota_by_rule")[
+            : len(stage_topics)
+        ],
         strict=True,
     ):
         app.agent(topic, name=agent_name)(stage_agent(stage))

@@ -15,16 +15,29 @@ from faust.serializers import codecs
 from faust.stores.memory import Store as MemoryStore
 from faust.types import TP
 
-from service.runtime.tables import ACTOR_CODEC, KEY_CODEC, RELATION_CODEC, TARGET_CODEC, Codec
+from service.runtime.tables import (
+    ACTOR_CODEC,
+    KEY_CODEC,
+    QUOTA_CODEC,
+    RELATION_CODEC,
+    TARGET_CODEC,
+    Codec,
+)
 from service.worker.workarounds import PartitionedWrites, keep_memory_offsets, use_codecs
 
 CODEC_NAMES = {
     "actors": "reciprocity_actor_state",
     "targets": "reciprocity_target_state",
     "relations": "reciprocity_relation",
+    "quotas": "reciprocity_quota_state",
 }
 KEY_CODEC_NAME = "reciprocity_key"
-_CODECS = {"actors": ACTOR_CODEC, "targets": TARGET_CODEC, "relations": RELATION_CODEC}
+_CODECS = {
+    "actors": ACTOR_CODEC,
+    "targets": TARGET_CODEC,
+    "relations": RELATION_CODEC,
+    "quotas": QUOTA_CODEC,
+}
 
 
 class _FaustCodec(codecs.Codec):

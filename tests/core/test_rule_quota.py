@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
 import pytest
 
 from service.core.models import BREAKER_RULE, Alert, Severity, ShadowAlert, format_timestamp
-from service.core.rule_quota import RuleQuotas, trip_alert_id
+from service.core.rule_quota import QuotaState, Routed, RuleQuotas, trip_alert_id
 from service.core.windows import DAY_MS, HOUR_MS
 from tests.events import FIXED_NOW, T0
 
@@ -177,16 +178,16 @@ def test_remembered_decisions_are_bounded() -> None:
         quota.route([item])
     # The two oldest are forgotten: re-delivered now, they would count again.
     assert fate(quota, alerts[-1]) == "sent"
-    assert quota._counts[RULE].hours[T0].sent == 5
+    assert quota.states[RULE].hours[T0].sent == 5
     quota.route([alerts[0]])
-    assert quota._counts[RULE].hours[T0].sent == 6
+    assert quota.states[RULE].hours[T0].sent == 6
 
 
 def test_windows_kept_are_bounded_to_two_days_behind_the_newest_alert() -> None:
     quota = quotas(1, 10)
     for hour in range(5 * 24):
         quota.route([alert(hour * HOUR + 1)])
-    counts = quota._counts[RULE]
+    counts = quota.states[RULE]
     # The newest alert is at hour 119 (+1 min): hours 71..119 and days 2..4 reach past 71:01.
     assert sorted(counts.hours) == [T0 + hour * HOUR_MS for hour in range(71, 120)]
     assert sorted(counts.days) == [T0 + day * DAY_MS for day in range(2, 5)]
@@ -216,3 +217,37 @@ def test_rules_count_apart_and_rules_without_quota_pass_unchanged() -> None:
 def test_no_quota_configured_is_falsy() -> None:
     assert not RuleQuotas({RULE: (None, None)}, lambda: FIXED_NOW)
     assert RuleQuotas({RULE: (None, 5)}, lambda: FIXED_NOW)
+
+
+def test_a_rules_state_survives_serialization_with_its_decisions_and_trip() -> None:
+    """The worker keeps each rule's state in a changelogged table: what is restored from it
+    decides every alert, new or re-delivered, as the state it was written from."""
+    quota = quotas(2, 5)
+    alerts = [alert(minute) for minute in (1, 2, 3, 4)]
+    before = [quota.route([item]) for item in alerts]
+    restored = RuleQuotas(
+        {RULE: (2, 5)},
+        lambda: FIXED_NOW,
+        {RULE: QuotaState.from_value(orjson.loads(orjson.dumps(quota.states[RULE].to_value())))},
+    )
+    assert restored.states[RULE] == quota.states[RULE]
+    # Re-delivered: the same decisions, the trip alert with the same payload.
+    assert [restored.route([item]) for item in alerts] == [
+        Routed(routed.alerts, routed.diverted, []) for routed in before
+    ]
+    # New: counted on from the restored counts (the hour is full).
+    assert fate(restored, alert(5)) == "diverted"
+    assert fate(restored, alert(HOUR + 1)) == "sent"
+
+
+def test_quotas_changed_live_apply_to_the_next_alert_and_keep_the_counts() -> None:
+    quota = quotas(1, None)
+    assert fate(quota, alert(1)) == "sent"
+    assert not quota.configure({RULE: (1, None), OTHER: (None, None)})  # unchanged
+    assert quota.configure({RULE: (3, None)})
+    assert fate(quota, alert(2)) == "sent"  # the second of three this hour
+    assert fate(quota, alert(3)) == "sent"
+    assert fate(quota, alert(4)) == "tripped"
+    assert quota.configure({RULE: (None, None)})  # no quota: alerts pass, nothing counted
+    assert fate(quota, alert(5)) == "sent"
+    assert quota.states[RULE].hours[T0].sent == 3

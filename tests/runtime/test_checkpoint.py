@@ -14,8 +14,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.core.decoding import EventDecoder, Rejection
-from service.core.models import ShadowAlert
+from service.core.models import ShadowAlert, parse_timestamp_ms
 from service.core.replay import Replayer
+from service.core.rule_quota import trip_alert_id
+from service.core.windows import HOUR_MS
 from service.devtools.generate import generate_traffic
 from service.runtime.checkpoint import (
     Checkpoint,
@@ -26,7 +28,14 @@ from service.runtime.checkpoint import (
     OutputSinks,
     StageInput,
 )
-from service.runtime.framing import Chunk, Origin, StageOutbox, decode_message, encode_message
+from service.runtime.framing import (
+    Chunk,
+    Origin,
+    StageOutbox,
+    decode_message,
+    encode_message,
+    partition_for,
+)
 from service.runtime.metrics import Metrics
 from service.runtime.progress import ProgressMarkers
 from service.runtime.sinks import ListSink
@@ -379,26 +388,134 @@ def metric_samples(world: TwinWorld, name: str) -> dict[str, float]:
     }
 
 
-def test_past_its_quota_a_rules_alerts_go_to_the_shadow_topic_as_in_replay() -> None:
-    """One process sees every alert here, so its quota is replay's (global) one."""
+def quota_world(partitions: int, fault: Fault | None = None, persistent: bool = False) -> TwinWorld:
     lines, _, _ = traffic()
-    settings = Settings(detection=QUOTA, topics=TopicSettings(partitions=1))
-    world = TwinWorld(settings, lines, persistent=False)
-    asyncio.run(world.run(None))
+    settings = Settings(detection=QUOTA, topics=TopicSettings(partitions=partitions))
+    world = TwinWorld(settings, lines, persistent)
+    asyncio.run(world.run(fault))
+    return world
+
+
+def assert_quotas_as_in_replay(world: TwinWorld) -> None:
     enforced, diverted = quota_expected()
     sent = {(a["rule"], a["subject_id"], a["severity"], a["alert_id"]) for a in world.alerts_sent()}
     assert sent == enforced
-    assert any(a[0] == "rule_breaker_tripped" for a in sent)
     shadow = world.shadow_alerts_sent()
     assert {(a["rule"], a["subject_id"], a["severity"], a["alert_id"]) for a in shadow} == diverted
     assert {(a["mode"], a["diverted_by"]) for a in shadow} == {("shadow", "quota")}
+
+
+def test_past_its_quota_a_rules_alerts_go_to_the_shadow_topic_as_in_replay() -> None:
+    """One partition: the quota stage sees the alerts in replay's order, so it sends, diverts
+    and trips exactly the alerts replay does."""
+    world = quota_world(1)
+    enforced, diverted = quota_expected()
+    assert any(a[0] == "rule_breaker_tripped" for a in enforced)
+    assert_quotas_as_in_replay(world)
     assert metric_samples(world, "reciprocity_alerts_diverted_total") == {QUOTA_RULE: len(diverted)}
     # A series for the rule with a quota only; 0 or 1 at the end, as the stream left it.
     assert set(metric_samples(world, "reciprocity_rule_breaker_open")) == {QUOTA_RULE}
+    # Counted once, where they were sent: by the quota stage.
+    alerts_total = sum(
+        sample.value
+        for metric in world.metrics.registry.collect()
+        if metric.name == "reciprocity_alerts"
+        for sample in metric.samples
+        if sample.name == "reciprocity_alerts_total"
+    )
+    assert alerts_total == len(world.alerts_sent()) + len(world.shadow_alerts_sent())
 
 
-def test_without_quotas_no_gate_is_built() -> None:
+def assert_quota_held_across_partitions(world: TwinWorld, partitions: int) -> None:
+    """Several partitions: a rule's alerts reach its quota partition in arrival order, not
+    replay's event order, and stage 2's merge may open an episode on another event (another
+    id and time, as without quotas). What holds: the same alerts raised, each hour's quota kept
+    over all partitions, and one trip per hour past it, with the id of that hour."""
+    enforced, diverted = quota_expected()
+    # At-least-once: an alert sent again after a crash carries its first id.
+    sent = list({a["alert_id"]: a for a in world.alerts_sent()}.values())
+    shadow = list({a["alert_id"]: a for a in world.shadow_alerts_sent()}.values())
+    raised = Counter((a["rule"], a["subject_id"], a["severity"]) for a in [*sent, *shadow])
+    expected = Counter(a[:3] for a in enforced | diverted)
+    del raised[("rule_breaker_tripped", QUOTA_RULE, "high")]
+    del expected[("rule_breaker_tripped", QUOTA_RULE, "high")]
+    assert raised == expected
+    per_hour: Counter[tuple[bool, int]] = Counter()
+    for payload, is_sent in [(a, True) for a in sent] + [(a, False) for a in shadow]:
+        if payload["rule"] == QUOTA_RULE:
+            at = parse_timestamp_ms(payload["window_end"])
+            per_hour[(is_sent, at - at % HOUR_MS)] += 1
+    hours = {hour for _, hour in per_hour}
+    assert all(per_hour[(True, hour)] == 1 for hour in hours)  # a quota of one an hour
+    trips = {a["alert_id"] for a in sent if a["rule"] == "rule_breaker_tripped"}
+    assert trips == {
+        trip_alert_id(QUOTA_RULE, "hour", hour) for hour in hours if per_hour[(False, hour)]
+    }
+    # Only the rule with a quota took the hop, all of it to its rule's partition.
+    hopped = [
+        (record.partition, item["rule"])
+        for log in world.topics["quota"].logs
+        for record in log
+        for _, items in decode_message(record.value or b"")
+        for item in items
+    ]
+    assert {rule for _, rule in hopped} == {QUOTA_RULE}
+    assert {number for number, _ in hopped} == {partition_for(QUOTA_RULE, partitions)}
+
+
+def test_with_several_partitions_a_rules_quota_holds_over_all_of_them() -> None:
+    world = quota_world(4)
+    assert_quota_held_across_partitions(world, 4)
+
+
+# The quota stage's sends, and the upstream ones that feed it: (target, nth call).
+QUOTA_CRASH_POINTS = [
+    ("3. upstream outputs: quota-stage message", "quota", 2),
+    ("3. quota outputs: alert", "alerts", 2),
+    ("3. quota outputs: diverted alert", "shadow_alerts", 1),
+    ("4. quota state: rule states", "changelog:quotas", 2),
+    ("5. quota marker", "marker:quotas", 2),
+]
+
+
+@pytest.mark.parametrize(
+    "persistent", [False, True], ids=["rebuilt-from-changelog", "store-survives"]
+)
+@pytest.mark.parametrize("delivered", [False, True], ids=["lost", "sent-not-acked"])
+@pytest.mark.parametrize(
+    ("step", "target", "nth"), QUOTA_CRASH_POINTS, ids=[p[0] for p in QUOTA_CRASH_POINTS]
+)
+def test_a_crash_at_each_step_of_the_quota_stage_changes_no_decision(
+    step: str, target: str, nth: int, delivered: bool, persistent: bool
+) -> None:
+    fault = Fault(target, nth, delivered)
+    world = quota_world(1, fault, persistent)
+    assert fault.fired, f"{step}: the stream never reached the crash point"
+    assert world.restarts == 1
+    # The same alerts as replay, and no alert id that replay does not have: a re-sent alert
+    # (at-least-once) carries its first id.
+    assert_quotas_as_in_replay(world)
+
+
+@pytest.mark.parametrize(
+    ("step", "target", "nth"), QUOTA_CRASH_POINTS, ids=[p[0] for p in QUOTA_CRASH_POINTS]
+)
+def test_a_crash_in_the_quota_stage_with_several_partitions_keeps_the_quota(
+    step: str, target: str, nth: int
+) -> None:
+    fault = Fault(target, nth, delivered=True)
+    world = quota_world(4, fault)
+    assert fault.fired
+    assert_quota_held_across_partitions(world, 4)
+
+
+def test_without_quotas_no_quota_stage_is_built() -> None:
     lines, _, _ = traffic()
     world = TwinWorld(Settings(topics=TopicSettings(partitions=1)), lines, persistent=False)
-    assert world.start().quotas is None
+    topology = world.start()
+    assert topology.quota is None and topology.tables.quotas is None
+    assert len(topology.checkpointed) == 3
+    asyncio.run(world.run(None))
+    assert world.topics["quota"].values() == []
+    assert world.changelogs["quotas"].logs == {}
     assert metric_samples(world, "reciprocity_rule_breaker_open") == {}

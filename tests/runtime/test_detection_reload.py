@@ -133,6 +133,8 @@ def test_a_mode_change_moves_no_version(detection_yaml: Path) -> None:
         ("follow_churn: [\n", "not valid YAML"),
         ("state:\n  allowed_lateness_seconds: 120\n", "state.allowed_lateness_seconds"),
         ("duplicate_reply_spam:\n  sketch_size: 32\n", "duplicate_reply_spam.sketch_size"),
+        # Started without a quota: the first one needs the quota stage, built at the start.
+        ("follow_churn:\n  quota_per_hour: 5\n", "follow_churn.quota_per_hour: takes effect"),
     ],
 )
 def test_an_invalid_file_keeps_the_running_settings_and_is_counted_once_per_content(
@@ -209,3 +211,18 @@ def test_shadowed_variables_are_logged_at_every_reload(
     variable = "RECIPROCITY_DETECTION__FOLLOW_CHURN__MIN_CHURNED_PAIRS"
     shadowed = [r for r in caplog.records if variable in r.getMessage()]
     assert len(shadowed) == 2  # at the start and at the reload
+
+
+def test_quotas_change_live_once_a_rule_has_one(tmp_path: Path) -> None:
+    path = tmp_path / "detection.yaml"
+    path.write_text("follow_churn:\n  quota_per_hour: 5\n")
+    running = Running(path)
+    versions = running.versions()
+    path.write_text("follow_churn:\n  quota_per_day: 20\nfollower_spike:\n  quota_per_hour: 2\n")
+    assert running.reload.check()
+    quotas = running.pipeline.config.quotas
+    assert (quotas["follow_churn"], quotas["follower_spike"]) == ((None, 20), (2, None))
+    assert running.versions() == versions  # a quota routes alerts, it does not change them
+    path.write_text("{}\n")  # no quota left: applied too (the quota stage passes them on)
+    assert running.reload.check()
+    assert set(running.pipeline.config.quotas.values()) == {(None, None)}

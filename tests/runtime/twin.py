@@ -22,6 +22,7 @@ from service.runtime.sinks import Delivery
 from service.runtime.tables import (
     ACTOR_CODEC,
     KEY_CODEC,
+    QUOTA_CODEC,
     RELATION_CODEC,
     TARGET_CODEC,
     ChangelogRecord,
@@ -30,6 +31,7 @@ from service.runtime.tables import (
     Store,
 )
 from service.runtime.topology import (
+    QUOTA_TABLE,
     TABLES,
     Clocks,
     TopicNames,
@@ -39,8 +41,13 @@ from service.runtime.topology import (
 )
 from service.settings import Settings
 
-CODECS = {"actors": ACTOR_CODEC, "targets": TARGET_CODEC, "relations": RELATION_CODEC}
-NAMES = TopicNames("stage1", "stage2", "stage3")
+CODECS = {
+    "actors": ACTOR_CODEC,
+    "targets": TARGET_CODEC,
+    "relations": RELATION_CODEC,
+    QUOTA_TABLE: QUOTA_CODEC,
+}
+NAMES = TopicNames("stage1", "stage2", "stage3", "quota")
 LATER_MS = 1_900_000_000_000  # 2030
 
 
@@ -51,9 +58,9 @@ class Crash(Exception):
 @dataclass
 class Fault:
     """Crash at the `nth` send to `target` ("alerts", "shadow_alerts", "dead_letters",
-    "stage1".."stage3", "changelog:<table>" for state records, "marker:<table>" for progress
-    markers). `delivered`: the message reached the broker but its acknowledgement did not reach
-    us."""
+    "stage1".."stage3", "quota", "changelog:<table>" for state records, "marker:<table>" for
+    progress markers). `delivered`: the message reached the broker but its acknowledgement did
+    not reach us."""
 
     target: str
     nth: int
@@ -191,12 +198,14 @@ class TwinWorld:
             log = self.events.logs[number]
             log.append(MemoryRecord("events", number, len(log), None, line))
         self.topics = {
-            name: MemoryTopic(name, partitions) for name in ("stage1", "stage2", "stage3")
+            name: MemoryTopic(name, partitions) for name in ("stage1", "stage2", "stage3", "quota")
         }
         self.alerts = MemoryTopic("alerts", 1)
         self.shadow_alerts = MemoryTopic("shadow_alerts", 1)
         self.dead_letters = MemoryTopic("dead_letters", 1)
-        self.changelogs = {name: MemoryChangelogTopic(name, partitions) for name in TABLES}
+        self.changelogs = {
+            name: MemoryChangelogTopic(name, partitions) for name in (*TABLES, QUOTA_TABLE)
+        }
         self.persistent = persistent
         self.stores: dict[str, Any] = {}
         self.committed: dict[tuple[str, int], int] = {}  # next offset to read
@@ -215,7 +224,7 @@ class TwinWorld:
         """A fresh process: state from what was stored, positions from what was committed.
         `from_changelog`: as a new owner of the partitions, with no store of its own."""
         stores: dict[str, Store] = {}
-        for name in TABLES:
+        for name in (*TABLES, QUOTA_TABLE):
             if self.persistent and not from_changelog:
                 store = self.stores.setdefault(name, BytesStore(CODECS[name]))
             else:
@@ -231,6 +240,7 @@ class TwinWorld:
                 self.topics["stage1"],
                 self.topics["stage2"],
                 self.topics["stage3"],
+                self.topics["quota"],
                 self.alerts,
                 self.shadow_alerts,
                 self.dead_letters,
@@ -266,6 +276,8 @@ class TwinWorld:
             ("stage2", topology.stage2.handle),
             ("stage3", topology.stage3.handle),
         ]
+        if topology.quota is not None:
+            stages.append(("quota", topology.quota.handle))
         positions = dict(self.committed)
         completed: dict[tuple[str, int], int] = {}
         in_flight: deque[tuple[tuple[str, int], int, Awaitable[Any]]] = deque()

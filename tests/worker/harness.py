@@ -208,7 +208,10 @@ def wait_drained(bootstrap: str, app_id: str, events_topic: str, timeout: float 
     in a row: ingest (`<app_id>-ingest`) the events topic, the stages (`<app_id>`) theirs."""
     groups = {
         f"{app_id}-ingest": [events_topic],
-        app_id: [f"{app_id}-stage{n}" for n in ("1-by-actor", "2-by-target", "3-by-requester")],
+        app_id: [
+            *(f"{app_id}-stage{n}" for n in ("1-by-actor", "2-by-target", "3-by-requester")),
+            f"{app_id}-quota-by-rule",  # empty unless a rule has a quota
+        ],
     }
     deadline = time.monotonic() + timeout
     zero_seen = 0
