@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from service.core.decoding import EventDecoder, Rejection
+from service.core.models import Alert
+from service.core.replay import Replayer
 from service.devtools.local_kafka import free_port
+from service.settings import DetectionSettings, Settings
 
 
 class Worker:
@@ -227,3 +232,27 @@ def wait_drained(bootstrap: str, app_id: str, events_topic: str, timeout: float 
         for group, topics in groups.items()
     }
     raise TimeoutError(f"consumer lag still {lags}: {lagging}")
+
+
+def fresh_topics(name: str) -> tuple[str, dict[str, str]]:
+    """An app id and the topics of a worker of its own: events, alerts, shadow alerts, DLQ."""
+    suffix = uuid.uuid4().hex[:8]
+    return f"{name}-{suffix}", {
+        "events": f"events-{suffix}",
+        "alerts": f"alerts-{suffix}",
+        "shadow_alerts": f"shadow-alerts-{suffix}",
+        "dead_letters": f"dlq-{suffix}",
+    }
+
+
+def replayed_lines(lines: Iterable[bytes], settings: DetectionSettings) -> list[Alert]:
+    """What `reciprocity replay --include-shadow` gives for these input lines."""
+    decoder = EventDecoder(Settings().input, lambda: 2**62)
+    replayer = Replayer(settings, lambda: 0, include_shadow=True)
+    alerts: list[Alert] = []
+    for line in lines:
+        event = decoder.decode(line)
+        if not isinstance(event, Rejection):
+            alerts.extend(replayer.submit(event))
+    alerts.extend(replayer.flush())
+    return alerts

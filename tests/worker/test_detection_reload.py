@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import orjson
@@ -23,7 +22,14 @@ from service.core.replay import Replayer
 from service.detectors import RULES
 from service.devtools.generate import generate_traffic
 from service.settings import DetectionSettings, Settings
-from tests.worker.harness import Worker, create_topics, produce, read_all, wait_drained
+from tests.worker.harness import (
+    Worker,
+    create_topics,
+    fresh_topics,
+    produce,
+    read_all,
+    wait_drained,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -83,14 +89,7 @@ def rewrite(path: Path, text: str) -> None:
 def test_a_rewritten_detection_file_applies_to_the_next_events_without_a_restart(
     kafka: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    app_id = f"reload-{suffix}"
-    topics = {
-        "events": f"events-{suffix}",
-        "alerts": f"alerts-{suffix}",
-        "shadow_alerts": f"shadow-alerts-{suffix}",
-        "dead_letters": f"dlq-{suffix}",
-    }
+    app_id, topics = fresh_topics("reload")
     # One partition: every stage sees events in event-time order, so ids equal replay's.
     create_topics(kafka, [topics["events"]], partitions=1)
     lines = [

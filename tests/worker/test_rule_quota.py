@@ -7,21 +7,26 @@ rule's alerts in one place."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections import Counter
 from typing import Any
 
 import orjson
 import pytest
 
-from service.core.decoding import EventDecoder, Rejection
 from service.core.models import BREAKER_RULE, Alert, ShadowAlert, parse_timestamp_ms
-from service.core.replay import Replayer
 from service.core.rule_quota import trip_alert_id
 from service.core.windows import DAY_MS
 from service.devtools.generate import generate_traffic
-from service.settings import DetectionSettings, Settings
-from tests.worker.harness import Worker, create_topics, produce, read_all, wait_drained
+from service.settings import DetectionSettings
+from tests.worker.harness import (
+    Worker,
+    create_topics,
+    fresh_topics,
+    produce,
+    read_all,
+    replayed_lines,
+    wait_drained,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -29,32 +34,13 @@ QUOTA_RULE = "unsolicited_retweet_request"
 
 
 def replay_with_quota(lines: list[bytes], quota: str = "quota_per_hour") -> list[Alert]:
-    decoder = EventDecoder(Settings().input, lambda: 2**62)
-    replayer = Replayer(
-        DetectionSettings.model_validate({QUOTA_RULE: {quota: 1}}),
-        lambda: 0,
-        include_shadow=True,
-    )
-    alerts: list[Alert] = []
-    for line in lines:
-        event = decoder.decode(line)
-        if not isinstance(event, Rejection):
-            alerts.extend(replayer.submit(event))
-    alerts.extend(replayer.flush())
-    return alerts
+    return replayed_lines(lines, DetectionSettings.model_validate({QUOTA_RULE: {quota: 1}}))
 
 
 def test_past_its_quota_a_rules_alerts_go_to_the_shadow_topic(
     kafka: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    app_id = f"quota-{suffix}"
-    topics = {
-        "events": f"events-{suffix}",
-        "alerts": f"alerts-{suffix}",
-        "shadow_alerts": f"shadow-alerts-{suffix}",
-        "dead_letters": f"dlq-{suffix}",
-    }
+    app_id, topics = fresh_topics("quota")
     # One partition and one worker: the order replay routes alerts in, and the one process
     # whose quota is then the global one.
     create_topics(kafka, [topics["events"]], partitions=1)
@@ -105,14 +91,7 @@ def test_two_workers_send_no_more_than_the_quota_together(
     """Two partitions, two workers, a quota of one alert a day. The rule's requesters hash to
     both partitions (spam-rt-1 to one, spam-rt-2 and -3 to the other), so each worker raises
     some of that day's alerts: counted per process, two would be sent."""
-    suffix = uuid.uuid4().hex[:8]
-    app_id = f"quota-two-{suffix}"
-    topics = {
-        "events": f"events-{suffix}",
-        "alerts": f"alerts-{suffix}",
-        "shadow_alerts": f"shadow-alerts-{suffix}",
-        "dead_letters": f"dlq-{suffix}",
-    }
+    app_id, topics = fresh_topics("quota-two")
     create_topics(kafka, [topics["events"]], partitions=2)
     lines = [
         orjson.dumps(event) for event in generate_traffic(3, users=500, organic_events=1500).events

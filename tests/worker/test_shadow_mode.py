@@ -4,17 +4,22 @@ ids replay gives them, and never on the alerts topic; /metrics counts them with 
 from __future__ import annotations
 
 import re
-import uuid
 
 import orjson
 import pytest
 
-from service.core.decoding import EventDecoder, Rejection
 from service.core.models import Alert, ShadowAlert
-from service.core.replay import Replayer
 from service.devtools.generate import generate_traffic
-from service.settings import DetectionSettings, Settings
-from tests.worker.harness import Worker, create_topics, produce, read_all, wait_drained
+from service.settings import DetectionSettings
+from tests.worker.harness import (
+    Worker,
+    create_topics,
+    fresh_topics,
+    produce,
+    read_all,
+    replayed_lines,
+    wait_drained,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -22,32 +27,15 @@ SHADOW_RULE = "follower_spike"
 
 
 def replay_in_shadow(lines: list[bytes]) -> list[Alert]:
-    decoder = EventDecoder(Settings().input, lambda: 2**62)
-    replayer = Replayer(
-        DetectionSettings.model_validate({SHADOW_RULE: {"mode": "shadow"}}),
-        lambda: 0,
-        include_shadow=True,
+    return replayed_lines(
+        lines, DetectionSettings.model_validate({SHADOW_RULE: {"mode": "shadow"}})
     )
-    alerts: list[Alert] = []
-    for line in lines:
-        event = decoder.decode(line)
-        if not isinstance(event, Rejection):
-            alerts.extend(replayer.submit(event))
-    alerts.extend(replayer.flush())
-    return alerts
 
 
 def test_a_shadow_rules_alerts_go_to_the_shadow_topic_only(
     kafka: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    app_id = f"shadow-{suffix}"
-    topics = {
-        "events": f"events-{suffix}",
-        "alerts": f"alerts-{suffix}",
-        "shadow_alerts": f"shadow-alerts-{suffix}",
-        "dead_letters": f"dlq-{suffix}",
-    }
+    app_id, topics = fresh_topics("shadow")
     # One partition: every stage sees events in event-time order, so ids equal replay's.
     create_topics(kafka, [topics["events"]], partitions=1)
     lines = [
