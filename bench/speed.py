@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.speed [--events 200000] [--latency-seconds 60]
                                     [--memory-accounts 100000 1000000] [--no-profile]
                                     [--bootstrap HOST:PORT] [--smoke]
+    .venv/bin/python -m bench.speed --latency-only RATE [--latency-seconds 60]
 
 1. Throughput. One 8-partition topic is filled with generated traffic (`generate --seed 11
    --users 20000 --hours 48`, ≥ 200k events, keyed by actor). Then four consumers drain it
@@ -25,6 +26,8 @@
    (`bench/time_breakdown.py`). A separate run: cProfile slows the worker down.
 
 Prints the tables and writes bench/results/speed.json (and the profile, speed-worker.pstats).
+`--latency-only RATE` runs phase 2 alone at RATE events/s, to compare commits quickly; it
+prints its result as JSON and writes nothing.
 """
 
 from __future__ import annotations
@@ -707,6 +710,20 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
     )
 
 
+def latency_alone(options: Options, rate: float, bootstrap: str | None) -> dict[str, Any]:
+    """Phase 2 alone at `rate` events/s, on `bootstrap` or a local broker started for it."""
+    err = Console(stderr=True)
+    workdir = Path(tempfile.mkdtemp(prefix="reciprocity-latency-"))
+    try:
+        if bootstrap is None:
+            with LocalKafka() as kafka:
+                run = Run(kafka.bootstrap_servers, workdir, err.print)
+                return latency_phase(run, options, 2 * rate)
+        return latency_phase(Run(bootstrap, workdir, err.print), options, 2 * rate)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.speed", description=__doc__.split("\n\n")[0]
@@ -724,7 +741,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--bootstrap", help="an existing broker's host:port (default: start a local one)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--latency-only", type=float, metavar="RATE", help="phase 2 alone, at RATE events/s"
+    )
     args = parser.parse_args(argv)
+    if args.latency_only is not None:
+        only = replace(Options(), users=args.users, latency_seconds=args.latency_seconds)
+        print(orjson.dumps(latency_alone(only, args.latency_only, args.bootstrap)).decode())
+        return
     options = SMOKE if args.smoke else Options()
     if not args.smoke:
         options = replace(

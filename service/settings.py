@@ -734,17 +734,23 @@ def with_detection_file(settings: Settings) -> Settings:
     return layered
 
 
-def rules_with_quota(detection: DetectionSettings) -> list[str]:
-    """The sections of the rules with a quota (per hour, per day or both)."""
+def rule_sections() -> list[str]:
+    """The sections of DetectionSettings that are rules (a mode, quotas, thresholds)."""
     return [
         section
         for section, field_info in DetectionSettings.model_fields.items()
         if isinstance(field_info.annotation, type)
         and issubclass(field_info.annotation, RuleSection)
-        and (
-            getattr(detection, section).quota_per_hour is not None
-            or getattr(detection, section).quota_per_day is not None
-        )
+    ]
+
+
+def rules_with_quota(detection: DetectionSettings) -> list[str]:
+    """The sections of the rules with a quota (per hour, per day or both)."""
+    return [
+        section
+        for section in rule_sections()
+        if getattr(detection, section).quota_per_hour is not None
+        or getattr(detection, section).quota_per_day is not None
     ]
 
 
@@ -758,11 +764,8 @@ def restart_only_fields(running: DetectionSettings, new: DetectionSettings) -> l
     paths = [("state", name) for name in StateSettings.model_fields]
     paths.append(("duplicate_reply_spam", "sketch_size"))
     if not rules_with_quota(running):
-        for section, field_info in DetectionSettings.model_fields.items():
-            if isinstance(field_info.annotation, type) and issubclass(
-                field_info.annotation, RuleSection
-            ):
-                paths.extend([(section, "quota_per_hour"), (section, "quota_per_day")])
+        for section in rule_sections():
+            paths.extend([(section, "quota_per_hour"), (section, "quota_per_day")])
     return [
         f"{section}.{name}"
         for section, name in paths

@@ -224,8 +224,9 @@ class RuleQuotas:
             decision = state.decisions.get(alert.alert_id)
             fresh = decision is None
             if decision is None:
-                self.advance(parse_timestamp_ms(alert.window_end))
-                decision = self._decide(state, alert)
+                at_ms = parse_timestamp_ms(alert.window_end)
+                self.advance(at_ms)
+                decision = self._decide(state, alert, at_ms)
                 state.remember(alert.alert_id, decision, self._remembered)
                 self.states[rule] = state
             if decision.diverted:
@@ -240,8 +241,7 @@ class RuleQuotas:
                     routed.tripped.append(decision.trip)
         return routed
 
-    def _decide(self, state: QuotaState, alert: Alert) -> _Decision:
-        at_ms = parse_timestamp_ms(alert.window_end)
+    def _decide(self, state: QuotaState, alert: Alert, at_ms: int) -> _Decision:
         if at_ms > state.newest_ms:
             state.newest_ms = at_ms
             state.forget_before(at_ms - KEPT_MS)
