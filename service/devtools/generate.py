@@ -769,6 +769,12 @@ def _baseline_follows(
     return [_event("follow", f, at, subject) for at, f in zip(times, followers, strict=True)]
 
 
+def _fake_names(prefix: str, count: int) -> list[str]:
+    """`prefix0001` … numbered with at least four digits, so that names sort in order."""
+    width = max(4, len(str(count)))
+    return [f"{prefix}{i:0{width}d}" for i in range(1, count + 1)]
+
+
 def follower_pool_purchase(
     rng: Random,
     customers: Sequence[str],
@@ -787,8 +793,7 @@ def follower_pool_purchase(
     Expected: a follower_spike on every customer whose 10-minute peak reaches the floor at full
     relief (the first customer a fake follows shows nothing shared yet, but each customer comes
     later than another in most fakes' orders)."""
-    width = max(4, len(str(followers)))
-    fakes = [f"{fake_prefix}{i:0{width}d}" for i in range(1, followers + 1)]
+    fakes = _fake_names(fake_prefix, followers)
     events: list[Event] = []
     for fake, at in zip(fakes, _spread(rng, start_ms, span_ms, followers), strict=True):
         account = _established(rng, start_ms)
@@ -840,8 +845,7 @@ def follower_purchase(
     threshold by design and yields no expectation either way.
     """
     events = _baseline_follows(rng, subject, baseline_followers, start_ms, baseline_span_ms)
-    width = max(4, len(str(followers)))
-    fakes = [f"{fake_prefix}{i:0{width}d}" for i in range(1, followers + 1)]
+    fakes = _fake_names(fake_prefix, followers)
     accounts: list[_Account] = []
     for _ in fakes:
         if fake_accounts != "dormant":
