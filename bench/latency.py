@@ -41,6 +41,12 @@ from service.devtools.generate import (
     generate_traffic,
     retweet_request_campaign,
 )
+from service.runtime.framing import (
+    decode_event,
+    decode_message,
+    decode_stranger_request,
+    decode_target_message,
+)
 
 # Production time (epoch ms) -> (actor, target) of every event produced in that millisecond.
 Produced = dict[int, list[tuple[str, str | None]]]
@@ -210,3 +216,69 @@ async def measure(
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+# Where an event's time goes, hop by hop: each stage message's CreateTime (stamped by the
+# worker's producer when it sends it) minus the production time of every event it carries,
+# which is the event's `occurred_at` in this traffic. A hop's figure is cumulative: "stage 2"
+# is from production until the stage-2 message carrying the event was sent.
+HOPS = (
+    ("stage1", "stage1-by-actor", lambda item: decode_event(item).occurred_at),
+    ("stage2", "stage2-by-target", lambda item: decode_target_message(item).occurred_at),
+    ("stage3", "stage3-by-requester", lambda item: decode_stranger_request(item).occurred_at),
+)
+
+
+async def _records(bootstrap: str, topic: str) -> list[tuple[int, bytes]]:
+    """(CreateTime, value) of every record of `topic`, from its start to its current end."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        left = {tp for tp, end in ends.items() if end > 0}
+        records: list[tuple[int, bytes]] = []
+        while left:
+            for tp, batch in (await consumer.getmany(timeout_ms=1000)).items():
+                records.extend((record.timestamp, record.value or b"") for record in batch)
+                if batch and batch[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def _quantiles(values: Sequence[float]) -> dict[str, float | int | None]:
+    return {
+        "items": len(values),
+        "p50_ms": percentile(values, 50) if values else None,
+        "p99_ms": percentile(values, 99) if values else None,
+    }
+
+
+async def hop_delays(bootstrap: str, app_id: str, alerts_topic: str) -> dict[str, Any]:
+    """Per hop, from an event's production until the message carrying it onwards was sent:
+    p50 and p99 over every event (over every alert for the alert's own message), and how many
+    stage messages carried them."""
+    result: dict[str, Any] = {}
+    for hop, suffix, occurred_at in HOPS:
+        delays: list[float] = []
+        records = await _records(bootstrap, f"{app_id}-{suffix}")
+        for created, value in records:
+            for _, items in decode_message(value):
+                delays.extend(created - occurred_at(item) for item in items)
+        result[hop] = {**_quantiles(delays), "messages": len(records)}
+    alerts = await _records(bootstrap, alerts_topic)
+    result["alert"] = {
+        **_quantiles(
+            [
+                created - parse_timestamp_ms(orjson.loads(value)["window_end"])
+                for created, value in alerts
+            ]
+        ),
+        "messages": len(alerts),
+    }
+    return result

@@ -455,6 +455,7 @@ def latency_phase(run: Run, options: Options, max_rate: float) -> dict[str, Any]
             latency.measure(run.bootstrap, topic, topics["alerts"], events, rate, drained)
         )
         stage1_lag = stage1_lag_mean_seconds(ours.port)
+    hops = asyncio.run(latency.hop_delays(run.bootstrap, f"{run.prefix}-latency", topics["alerts"]))
     values = measured.latencies.milliseconds
     return {
         "rate_events_per_second": round(rate),
@@ -469,6 +470,8 @@ def latency_phase(run: Run, options: Options, max_rate: float) -> dict[str, Any]
         "max_ms": round(max(values), 1) if values else None,
         # Of which, on average, before stage 1 (ingest batching and the first hop).
         "stage1_lag_mean_ms": None if stage1_lag is None else round(stage1_lag * 1000, 1),
+        # From an event's production until the stage message carrying it on was sent.
+        "hops": hops,
         "traffic": (
             f"generate --seed {options.seed + 1} --users {options.users} --hours 24 "
             "(every scenario), sent in order, occurred_at = production time"
@@ -665,6 +668,7 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
     if lat["p99_ms"] is not None:
         verdict = "met" if lat["p99_ms"] <= TARGET_P99_MS else "NOT met"
         console.print(f"target p99 ≤ {TARGET_P99_MS:g} ms: {verdict}")
+    print_hops(lat["hops"], console)
 
     sizes = result["memory"]
     table = Table(title=f"State per tracked account (core, memory tables): {sizes[0]['stream']}")
@@ -710,6 +714,35 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
     )
 
 
+def print_hops(hops: dict[str, Any], console: Console) -> None:
+    table = Table(
+        title="Where the time goes: from an event's production until the message carrying it "
+        "on was sent (cumulative; CreateTimes of the worker's own messages)"
+    )
+    for column in ("sent on", "events", "messages", "events a message", "p50", "p99"):
+        table.add_column(column, justify="right")
+    names = {
+        "stage1": "stage-1 message (ingest)",
+        "stage2": "stage-2 message (stage 1)",
+        "stage3": "stage-3 message (stage 2)",
+        "alert": "alert (the alerting stage)",
+    }
+    for hop, name in names.items():
+        figures = hops[hop]
+        messages = figures["messages"]
+        table.add_row(
+            name,
+            f"{figures['items']:,}",
+            f"{messages:,}",
+            f"{figures['items'] / messages:.1f}" if messages else "—",
+            *(
+                "—" if figures[key] is None else f"{figures[key]:,.0f} ms"
+                for key in ("p50_ms", "p99_ms")
+            ),
+        )
+    console.print(table)
+
+
 def latency_alone(options: Options, rate: float, bootstrap: str | None) -> dict[str, Any]:
     """Phase 2 alone at `rate` events/s, on `bootstrap` or a local broker started for it."""
     err = Console(stderr=True)
@@ -747,7 +780,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.latency_only is not None:
         only = replace(Options(), users=args.users, latency_seconds=args.latency_seconds)
-        print(orjson.dumps(latency_alone(only, args.latency_only, args.bootstrap)).decode())
+        alone = latency_alone(only, args.latency_only, args.bootstrap)
+        print(orjson.dumps(alone).decode())
+        print_hops(alone["hops"], Console(stderr=True))
         return
     options = SMOKE if args.smoke else Options()
     if not args.smoke:

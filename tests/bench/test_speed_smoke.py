@@ -48,6 +48,15 @@ def test_speed_benchmark_runs_every_phase(
     assert latency["alerts_measured"] >= 1, latency
     assert latency["alerts_unmatched"] == 0, "an alert's window_end named no produced event"
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    hops = latency["hops"]
+    assert "Where the time goes" in printed
+    # Every event is carried by a stage-1 message; each later hop carries some of them.
+    assert hops["stage1"]["items"] == latency["events"]
+    assert hops["alert"]["items"] == hops["alert"]["messages"] == latency["alerts_read"]
+    for hop in ("stage1", "stage2", "alert"):
+        figures = hops[hop]
+        assert 0 < figures["messages"] <= figures["items"], (hop, figures)
+        assert 0 <= figures["p50_ms"] <= figures["p99_ms"], (hop, figures)
 
     sizes = result["memory"]
     assert [size["accounts"] for size in sizes] == list(SMOKE.memory_accounts)
