@@ -451,9 +451,11 @@ def latency_phase(run: Run, options: Options, max_rate: float) -> dict[str, Any]
         def drained() -> float:
             return ours.wait_processed(len(events), options.timeout_seconds)
 
+        cpu_before, wall_before = process_cpu_seconds(ours.process.pid), time.monotonic()
         measured = asyncio.run(
             latency.measure(run.bootstrap, topic, topics["alerts"], events, rate, drained)
         )
+        cpu_after, wall_after = process_cpu_seconds(ours.process.pid), time.monotonic()
         stage1_lag = stage1_lag_mean_seconds(ours.port)
     hops = asyncio.run(latency.hop_delays(run.bootstrap, f"{run.prefix}-latency", topics["alerts"]))
     values = measured.latencies.milliseconds
@@ -470,6 +472,11 @@ def latency_phase(run: Run, options: Options, max_rate: float) -> dict[str, Any]
         "max_ms": round(max(values), 1) if values else None,
         # Of which, on average, before stage 1 (ingest batching and the first hop).
         "stage1_lag_mean_ms": None if stage1_lag is None else round(stage1_lag * 1000, 1),
+        # The worker's CPU while the traffic was paced in, in cores: near 1.0, it was saturated
+        # (a paced stream costs more per event than a backlog, which comes in big batches).
+        "worker_cpu_cores": None
+        if cpu_before is None or cpu_after is None
+        else round((cpu_after - cpu_before) / (wall_after - wall_before), 2),
         # From an event's production until the stage message carrying it on was sent.
         "hops": hops,
         "traffic": (
@@ -534,6 +541,17 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds of a running process, from /proc (None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime: fields 14 and 15 of proc(5), counted after the ")" that ends field 2.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> list[float]:
@@ -650,6 +668,7 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
         "max",
         "mean to stage 1",
         "drain after last",
+        "worker CPU",
     ):
         table.add_column(column, justify="right")
     table.add_row(
@@ -663,6 +682,7 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
             for key in ("p50_ms", "p99_ms", "max_ms", "stage1_lag_mean_ms")
         ),
         f"{lat['drain_seconds_after_last_event']:.1f} s",
+        "—" if lat["worker_cpu_cores"] is None else f"{lat['worker_cpu_cores']:.2f} cores",
     )
     console.print(table)
     if lat["p99_ms"] is not None:
