@@ -48,7 +48,7 @@ from service.runtime.topology import (
     TopologySinks,
     build_topology,
 )
-from service.settings import KafkaSettings, Settings, rules_with_quota
+from service.settings import KafkaSettings, Settings, WorkerSettings, rules_with_quota
 from service.worker.ingest import IngestService
 from service.worker.reload import watch_detection_file
 from service.worker.tables import FaustStore, faust_table, register_codecs
@@ -79,6 +79,18 @@ UNFETCHED_GRACE_SECONDS = 60.0
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def ingest_fetch_options(worker: WorkerSettings) -> dict[str, int]:
+    """What holds ingest's fetches at the broker. A wait of 0: the first record answers a
+    fetch, and an idle one is held for aiokafka's default 500 ms (a wait of 0 with nothing
+    to read would poll in a loop)."""
+    if worker.ingest_fetch_max_wait_ms == 0:
+        return {"fetch_min_bytes": 1, "fetch_max_wait_ms": 500}
+    return {
+        "fetch_min_bytes": worker.ingest_fetch_min_bytes,
+        "fetch_max_wait_ms": worker.ingest_fetch_max_wait_ms,
+    }
 
 
 def broker_credentials(kafka: KafkaSettings) -> Any:
@@ -359,7 +371,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         await app.fail(exc)
 
     app.ingest = IngestService(
-        client_options(settings.kafka),
+        {**client_options(settings.kafka), **ingest_fetch_options(worker)},
         f"{worker.app_id}-ingest",
         lambda: {name: app.partition_counts[name] for name in topics.events},
         partitions,
