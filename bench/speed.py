@@ -4,6 +4,7 @@
                                     [--memory-accounts 100000 1000000] [--no-profile]
                                     [--bootstrap HOST:PORT] [--smoke]
     .venv/bin/python -m bench.speed --latency-only RATE [--latency-seconds 60]
+                                    [--latency-profile FILE]
 
 1. Throughput. One 8-partition topic is filled with generated traffic (`generate --seed 11
    --users 20000 --hours 48`, ≥ 200k events, keyed by actor). Then four consumers drain it
@@ -27,7 +28,8 @@
 
 Prints the tables and writes bench/results/speed.json (and the profile, speed-worker.pstats).
 `--latency-only RATE` runs phase 2 alone at RATE events/s, to compare commits quickly; it
-prints its result as JSON and writes nothing.
+prints its result as JSON and writes nothing (`--latency-profile FILE`: its worker under
+cProfile, for where the time of a paced stream goes).
 """
 
 from __future__ import annotations
@@ -435,7 +437,9 @@ def throughput(run: Run, options: Options, topic: str, count: int) -> dict[str, 
 # --- 2. latency ----------------------------------------------------------------------------
 
 
-def latency_phase(run: Run, options: Options, max_rate: float) -> dict[str, Any]:
+def latency_phase(
+    run: Run, options: Options, max_rate: float, profile: Path | None = None
+) -> dict[str, Any]:
     rate = max_rate / 2
     topic = f"{run.prefix}-latency.events"
     create_topic(run.bootstrap, topic, options.partitions)
@@ -445,7 +449,7 @@ def latency_phase(run: Run, options: Options, max_rate: float) -> dict[str, Any]
     events = latency.paced_traffic(options.seed + 1, options.users, organic)
     run.log(f"latency: {len(events):,} events at {rate:,.0f}/s into a fresh worker …")
     topics = worker_topics(run, "latency", topic)
-    with worker(run, "latency", topics, None) as ours:
+    with worker(run, "latency", topics, profile) as ours:
         ours.wait_ready()
 
         def drained() -> float:
@@ -763,16 +767,19 @@ def print_hops(hops: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
-def latency_alone(options: Options, rate: float, bootstrap: str | None) -> dict[str, Any]:
-    """Phase 2 alone at `rate` events/s, on `bootstrap` or a local broker started for it."""
+def latency_alone(
+    options: Options, rate: float, bootstrap: str | None, profile: Path | None = None
+) -> dict[str, Any]:
+    """Phase 2 alone at `rate` events/s, on `bootstrap` or a local broker started for it;
+    `profile`: the worker runs under cProfile, writing there (its latency is then not ours)."""
     err = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="reciprocity-latency-"))
     try:
         if bootstrap is None:
             with LocalKafka() as kafka:
                 run = Run(kafka.bootstrap_servers, workdir, err.print)
-                return latency_phase(run, options, 2 * rate)
-        return latency_phase(Run(bootstrap, workdir, err.print), options, 2 * rate)
+                return latency_phase(run, options, 2 * rate, profile)
+        return latency_phase(Run(bootstrap, workdir, err.print), options, 2 * rate, profile)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -797,10 +804,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--latency-only", type=float, metavar="RATE", help="phase 2 alone, at RATE events/s"
     )
+    parser.add_argument(
+        "--latency-profile",
+        type=Path,
+        metavar="FILE",
+        help="with --latency-only: the worker under cProfile, its stats to FILE "
+        "(python -m bench.time_breakdown FILE groups them): where a paced stream's time goes",
+    )
     args = parser.parse_args(argv)
     if args.latency_only is not None:
         only = replace(Options(), users=args.users, latency_seconds=args.latency_seconds)
-        alone = latency_alone(only, args.latency_only, args.bootstrap)
+        alone = latency_alone(only, args.latency_only, args.bootstrap, args.latency_profile)
         print(orjson.dumps(alone).decode())
         print_hops(alone["hops"], Console(stderr=True))
         return

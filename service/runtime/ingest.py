@@ -4,8 +4,9 @@ A framework that dispatches one consumed message at a time costs ~200 µs per ev
 aiokafka fetch loop ~5 µs. Ingest therefore reads in `getmany` batches, with its offsets in a
 consumer group of its own (`<app_id>-ingest`, no auto-commit), and `IngestLoop.run` goes:
 
-1. **Fetch** what is there, up to `max_records`. A fetch returns as soon as records are
-   waiting: a short batch is sent at once, never held back to fill it.
+1. **Fetch** what is there, up to `max_records`, and send it on at once. The consumer's
+   `fetch_min_bytes` and `fetch_max_wait_ms` (the worker's settings) let the broker hold a
+   fetch briefly at a live pace; a backlog answers it at once.
 2. **Hand over** the batch to `IngestStage`: stage-1 messages and dead letters go to the
    producer, in order.
 3. **Commit after acknowledgement.** A batch's offsets are committed, in batch order, only
